@@ -1,0 +1,8 @@
+# Project-wide warning flags. -Wno-mismatched-new-delete: g++ 12 reports a false
+# positive on every Asio coroutine frame.
+add_library(mailroom_options INTERFACE)
+target_compile_options(mailroom_options INTERFACE -Wall -Wextra -Wpedantic
+  $<$<CXX_COMPILER_ID:GNU>:-Wno-mismatched-new-delete>)
+# Asio is compiled once (src/net/asio_impl.cpp) instead of in every translation unit.
+target_compile_definitions(mailroom_options INTERFACE
+  BOOST_ASIO_SEPARATE_COMPILATION BOOST_ASIO_NO_DEPRECATED BOOST_ALLOW_DEPRECATED_HEADERS)

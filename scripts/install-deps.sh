@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything mailroom needs to build, test and run its demo on Debian 12.
+# Idempotent: packages already present are skipped by apt. Run as root (or via sudo).
+#
+# Boost comes from libboost1.81-dev: never libboost-all-dev/libboost-dev, which are
+# Boost 1.74 and remove the 1.81 packages.
+set -euo pipefail
+
+build_pkgs=(
+  cmake g++ make pkg-config ccache clang-format
+  libssl-dev
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libyaml-cpp-dev nlohmann-json3-dev libfmt-dev libcli11-dev
+  libcurl4-openssl-dev libicu-dev
+  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
+  clang-14 libclang-rt-14-dev
+)
+server_pkgs=(
+  dovecot-imapd dovecot-lmtpd openssl
+  redis-server redis-sentinel redis-tools
+  ruby ruby-sidekiq
+  python3 python3-pytest python3-redis
+)
+
+missing=()
+for p in "${build_pkgs[@]}" "${server_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,38 @@
+// Arbitration lets several instances watch one mailbox and deliver each message
+// once: before fetching a message an instance claims it; only the winner fetches.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace mailroom::arbitration {
+
+struct claim_request {
+  std::string mailbox_email;
+  std::string mailbox_name;
+  std::uint32_t uidvalidity = 0;
+  std::uint32_t uid = 0;
+};
+
+enum class claim_result {
+  granted,    // we deliver it
+  taken,      // another instance holds it: skip
+  unavailable // arbitration store unreachable: skip for now, retry next pass
+};
+
+class arbitrator {
+ public:
+  virtual ~arbitrator() = default;
+  // mail_room's class name, logged as "arbitrator".
+  virtual const char* class_name() const = 0;
+  virtual boost::asio::awaitable<claim_result> claim(const claim_request& r,
+                                                     std::string& error_detail) = 0;
+  // Gives the claim back after a failed delivery so the next pass (of any
+  // instance) can retry at once instead of after the key expires. Best effort.
+  virtual boost::asio::awaitable<void> release(const claim_request& r) = 0;
+};
+
+}  // namespace mailroom::arbitration

@@ -1,0 +1,17 @@
+// One message taken from a mailbox, on its way to a delivery target.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mailroom {
+
+struct mail_message {
+  std::string mailbox_email;  // the account (config `email`)
+  std::string mailbox_name;   // the folder (config `name`)
+  std::uint32_t uidvalidity = 0;
+  std::uint32_t uid = 0;
+  std::string body;  // the raw RFC 5322 bytes as the server sent them
+};
+
+}  // namespace mailroom

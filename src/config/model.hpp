@@ -1,0 +1,155 @@
+// The configuration model: plain structs with mail_room's defaults.
+//
+// Loading (load.cpp: ERB + YAML -> model), validation (validate.cpp) and wiring
+// (app/coordinator.cpp) are separate steps. Every field carries mail_room's
+// default (mail_room lib/mail_room/mailbox.rb DEFAULTS) unless marked "ours".
+#pragma once
+
+#include "common/secret.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mailroom::config {
+
+// Where a value came from, for error messages: "config.yml:12".
+struct source_location {
+  std::string file;
+  int line = 0;  // 1-based; 0 = unknown
+};
+
+// TLS settings shared by IMAP, Redis and HTTP clients.
+// mail_room: `ssl: true|false|{verify_mode:, ca_file:, ca_path:}`.
+struct tls_options {
+  bool enabled = true;
+  bool verify_peer = true;  // verify_mode: peer (default) | none
+  std::string ca_file;      // empty: system trust store
+  std::string ca_path;
+};
+
+struct sentinel_endpoint {
+  std::string host;
+  std::uint16_t port = 26379;
+  std::string username;
+  secret password;
+};
+
+// A Redis target as mail_room's redis-rb would build it from redis_url,
+// redis_db, sentinels and sentinel credentials.
+struct redis_target {
+  std::string url = "redis://localhost:6379";  // as written, for display (password removed)
+  std::string host = "localhost";              // with sentinels: the master name
+  std::uint16_t port = 6379;
+  bool tls = false;  // rediss://
+  tls_options tls_settings;
+  std::string username;  // ACL user from the URL
+  secret password;       // from the URL
+  int db = 0;            // URL path, overridden by redis_db
+  std::string namespace_prefix;  // `namespace`: keys become "<ns>:<key>"
+  std::vector<sentinel_endpoint> sentinels;
+  std::string sentinel_username;
+  secret sentinel_password;
+
+  bool uses_sentinel() const { return !sentinels.empty(); }
+  // "<ns>:<key>" or "<key>".
+  std::string key(const std::string& k) const {
+    return namespace_prefix.empty() ? k : namespace_prefix + ":" + k;
+  }
+};
+
+enum class delivery_method { postback, sidekiq, logger, noop };
+
+struct sidekiq_options {
+  redis_target redis;
+  std::string queue = "default";
+  std::string worker;  // job "class"; mail_room sends null when unset, we require it
+};
+
+struct postback_options {
+  std::string url;
+  secret token;  // Authorization: Token <token>
+  std::string username;
+  secret password;  // Basic auth with username
+  std::string content_type;  // empty: application/x-www-form-urlencoded (Faraday's default)
+  std::string jwt_auth_header;
+  std::string jwt_secret_path;  // file holding base64 of the HMAC key
+  std::string jwt_algorithm = "HS256";
+  std::string jwt_issuer = "mailroom";
+  // ours: mail_room uses Net::HTTP's 60 s defaults
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds response_timeout{std::chrono::seconds(60)};
+  tls_options tls;
+
+  bool jwt_enabled() const { return !jwt_auth_header.empty() && !jwt_secret_path.empty(); }
+};
+
+struct logger_delivery_options {
+  std::string log_path;  // empty: stdout
+};
+
+enum class arbitration_method { noop, redis };
+
+// ours: how the arbitration key is built.
+//   scoped   (default): "<ns>:delivered:<email>:<mailbox>:<uidvalidity>:<uid>"
+//   mail_room: "<ns>:delivered:<uid>" exactly as mail_room writes it; mailboxes
+//              that share a namespace then block each other on equal UIDs.
+enum class arbitration_key_format { scoped, mail_room };
+
+struct arbitration_options {
+  redis_target redis;
+  arbitration_key_format key_format = arbitration_key_format::scoped;
+  std::chrono::seconds expiration{600};  // mail_room EXPIRATION
+};
+
+// Structured log destination: `logger: {log_path: ...}`.
+struct log_destination {
+  enum class kind { discard, stdout_, stderr_, file };
+  kind where = kind::discard;  // mail_room logs nothing without logger.log_path
+  std::string path;
+};
+
+struct mailbox {
+  source_location where;  // the line of the "- " list entry
+  std::string email;
+  secret password;
+  std::string name;  // the IMAP folder to SELECT
+  std::string host = "imap.gmail.com";
+  std::uint16_t port = 993;
+  tls_options ssl;  // ssl: true by default
+  bool start_tls = false;
+  std::chrono::seconds idle_timeout{1740};  // at most 1740 (29 min)
+  std::string search_command = "UNSEEN";
+  std::uint32_t limit_max_unread = 0;  // 0: no limit
+  bool delete_after_delivery = false;
+  bool expunge_deleted = false;
+
+  delivery_method delivery = delivery_method::postback;
+  sidekiq_options sidekiq;
+  postback_options postback;
+  logger_delivery_options logger_delivery;
+
+  arbitration_method arbitration = arbitration_method::noop;
+  arbitration_options arbitration_opts;
+
+  log_destination log;
+
+  // "email/name", how a mailbox is named in messages.
+  std::string label() const { return email + "/" + name; }
+};
+
+struct health_check {
+  bool enabled = false;  // present in the file
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 0;
+};
+
+struct config {
+  std::string path;
+  std::vector<mailbox> mailboxes;
+  health_check health;
+};
+
+}  // namespace mailroom::config
