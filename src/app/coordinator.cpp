@@ -1,1 +1,194 @@
-// placeholder
+#include "app/coordinator.hpp"
+
+#include "arbitration/noop_arbitrator.hpp"
+#include "arbitration/redis_arbitrator.hpp"
+#include "common/logger.hpp"
+#include "delivery/http_client.hpp"
+#include "delivery/logger_delivery.hpp"
+#include "delivery/noop.hpp"
+#include "delivery/postback.hpp"
+#include "delivery/sidekiq.hpp"
+#include "mailbox/watcher.hpp"
+#include "observability/health_server.hpp"
+#include "redis/client.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <fmt/format.h>
+
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <vector>
+
+namespace mailroom::app {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+// One client per distinct Redis target, shared by every mailbox that uses it.
+class redis_pool {
+ public:
+  explicit redis_pool(asio::any_io_executor ex) : ex_(ex) {}
+
+  std::shared_ptr<redis::client> get(const config::redis_target& t) {
+    std::string key = fmt::format("{}|{}|{}|{}|{}|{}|{}", t.host, t.port, t.db, t.tls,
+                                  t.username, t.password.reveal(), t.sentinels.size());
+    for (const auto& s : t.sentinels) key += fmt::format("|{}:{}", s.host, s.port);
+    auto& slot = clients_[key];
+    if (!slot) slot = std::make_shared<redis::client>(ex_, t);
+    return slot;
+  }
+
+  asio::awaitable<void> close_all() {
+    for (auto& [_, c] : clients_) co_await c->close();
+  }
+
+ private:
+  asio::any_io_executor ex_;
+  std::map<std::string, std::shared_ptr<redis::client>> clients_;
+};
+
+std::shared_ptr<log::logger> open_log(const config::log_destination& d, std::string& error) {
+  switch (d.where) {
+    case config::log_destination::kind::discard: return log::logger::discard();
+    case config::log_destination::kind::stdout_: return log::logger::to_stdout();
+    case config::log_destination::kind::stderr_: return log::logger::to_stderr();
+    case config::log_destination::kind::file: return log::logger::to_file(d.path, error);
+  }
+  return log::logger::discard();
+}
+
+}  // namespace
+
+int run_service(const config::config& cfg, const run_options& opts) {
+  asio::io_context ioc(1);
+  auto ex = ioc.get_executor();
+  redis_pool redis(ex);
+  std::unique_ptr<delivery::http_client> http;
+  std::vector<std::unique_ptr<mailbox::watcher>> watchers;
+  int exit_code = 0;
+  auto report_fatal = [&](const std::string& line) {
+    exit_code = 1;
+    if (opts.on_fatal) opts.on_fatal(line);
+  };
+
+  for (const auto& mb : cfg.mailboxes) {
+    std::string error;
+    auto log = open_log(mb.log, error);
+    if (!log) {
+      report_fatal(fmt::format("mailbox {}: {}", mb.label(), error));
+      return 1;
+    }
+    std::shared_ptr<delivery::deliverer> deliverer;
+    switch (mb.delivery) {
+      case config::delivery_method::sidekiq:
+        deliverer = std::make_shared<delivery::sidekiq_deliverer>(
+            mb.sidekiq, redis.get(mb.sidekiq.redis), log);
+        break;
+      case config::delivery_method::postback:
+        if (!http) http = std::make_unique<delivery::http_client>();
+        deliverer = std::make_shared<delivery::postback_deliverer>(mb.postback, *http, log);
+        break;
+      case config::delivery_method::logger:
+        deliverer = std::make_shared<delivery::logger_deliverer>(mb.logger_delivery);
+        break;
+      case config::delivery_method::noop:
+        deliverer = std::make_shared<delivery::noop_deliverer>();
+        break;
+    }
+    std::shared_ptr<arbitration::arbitrator> arbitrator;
+    if (mb.arbitration == config::arbitration_method::redis) {
+      arbitrator = std::make_shared<arbitration::redis_arbitrator>(
+          mb.arbitration_opts, redis.get(mb.arbitration_opts.redis));
+    } else {
+      arbitrator = std::make_shared<arbitration::noop_arbitrator>();
+    }
+    watchers.push_back(
+        std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer), std::move(arbitrator), log));
+  }
+
+  observability::health_server health(ex);
+  if (cfg.health.enabled) {
+    if (auto ec = health.listen(cfg.health.address, cfg.health.port)) {
+      report_fatal(fmt::format("health_check: cannot listen on {}:{}: {}", cfg.health.address,
+                               cfg.health.port, ec.message()));
+      return 1;
+    }
+    asio::co_spawn(ex, health.serve(), asio::detached);
+  }
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  asio::steady_timer grace(ioc);
+  asio::steady_timer hard_stop(ioc);
+  bool shutting_down = false;
+  std::size_t running = watchers.size();
+
+  auto finish = [&] {
+    health.stop();
+    signals.cancel();
+    grace.cancel();
+    hard_stop.cancel();
+    asio::co_spawn(ex, redis.close_all(), asio::detached);
+  };
+
+  std::function<void()> shutdown = [&] {
+    if (shutting_down) {
+      for (auto& w : watchers) w->abort();  // second signal: stop waiting
+      return;
+    }
+    shutting_down = true;
+    health.set_running(false);
+    for (auto& w : watchers) w->stop();
+    grace.expires_after(opts.shutdown_grace);
+    grace.async_wait([&](error_code ec) {
+      if (ec) return;
+      for (auto& w : watchers) w->abort();
+      hard_stop.expires_after(std::chrono::seconds(5));
+      hard_stop.async_wait([&](error_code e) {
+        if (!e) ioc.stop();
+      });
+    });
+    if (running == 0) finish();
+  };
+
+  std::function<void()> wait_signal = [&] {
+    signals.async_wait([&](error_code ec, int) {
+      if (ec) return;
+      shutdown();
+      wait_signal();
+    });
+  };
+  wait_signal();
+
+  for (auto& w : watchers) {
+    auto on_fatal = [&, label = w->mailbox().label()](const mailbox::fatal_error& f) {
+      report_fatal(fmt::format("mailbox {}: {}", label, f.message));
+      shutdown();
+    };
+    asio::co_spawn(ex, w->run(on_fatal), [&](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          report_fatal(fmt::format("internal error: {}", x.what()));
+        }
+        shutdown();
+      }
+      if (--running == 0 && shutting_down) finish();
+    });
+  }
+  if (watchers.empty()) shutdown();
+
+  ioc.run();
+  return exit_code;
+}
+
+}  // namespace mailroom::app

@@ -40,8 +40,9 @@ class logger {
   // Minimum severity written (default: info; `-q` does not change it).
   void set_min_severity(severity s) { min_ = s; }
 
+  struct sink;  // one per destination; defined in logger.cpp
+
  private:
-  struct sink;
   explicit logger(std::shared_ptr<sink> s);
   std::shared_ptr<sink> sink_;
   severity min_ = severity::info;

@@ -1,1 +1,171 @@
-// placeholder
+#include "delivery/job.hpp"
+
+#include <openssl/rand.h>
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace mailroom::delivery {
+
+namespace {
+
+// Per byte: 0 = copied as is, otherwise the character after the backslash
+// ('u' = \u00XX). Everything >= 0x20 other than '"' and '\' is copied, which is
+// what keeps non-ASCII text raw, like JSON.generate without ascii_only.
+constexpr std::array<char, 256> escape_table = [] {
+  std::array<char, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = 'u';
+  t['\b'] = 'b';
+  t['\f'] = 'f';
+  t['\n'] = 'n';
+  t['\r'] = 'r';
+  t['\t'] = 't';
+  t['"'] = '"';
+  t['\\'] = '\\';
+  return t;
+}();
+
+// Length of the escaped literal including its quotes, so that a multi-megabyte
+// body is written into a string allocated once.
+std::size_t json_string_size(std::string_view s) {
+  std::size_t n = s.size() + 2;
+  for (unsigned char c : s) {
+    const char e = escape_table[c];
+    if (e == 'u') {
+      n += 5;
+    } else if (e != 0) {
+      n += 1;
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string make_jid() {
+  unsigned char bytes[12];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("CSPRNG failure");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out(2 * sizeof bytes, '\0');
+  for (std::size_t i = 0; i < sizeof bytes; ++i) {
+    out[2 * i] = hex[bytes[i] >> 4];
+    out[2 * i + 1] = hex[bytes[i] & 0xf];
+  }
+  return out;
+}
+
+double epoch_seconds_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  const char* run = s.data();  // start of the bytes not yet copied
+  const char* const end = s.data() + s.size();
+  for (const char* p = s.data(); p != end; ++p) {
+    const char e = escape_table[static_cast<unsigned char>(*p)];
+    if (e == 0) continue;
+    out.append(run, p);
+    run = p + 1;
+    out.push_back('\\');
+    out.push_back(e);
+    if (e == 'u') {
+      const auto c = static_cast<unsigned char>(*p);
+      out.append("00");
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xf]);
+    }
+  }
+  out.append(run, end);
+  out.push_back('"');
+}
+
+std::string ruby_float_to_s(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+
+  // Shortest round-trip digits in scientific form ("-1.7958640943228915e+09"),
+  // the same digits Ruby's dtoa mode 0 produces; then laid out as flo_to_s does.
+  char sci[64];
+  const auto conv = std::to_chars(sci, sci + sizeof sci, value, std::chars_format::scientific);
+  std::string_view text(sci, static_cast<std::size_t>(conv.ptr - sci));
+  std::string out;
+  if (text.front() == '-') {
+    out.push_back('-');
+    text.remove_prefix(1);
+  }
+  const std::size_t e_pos = text.find('e');
+  std::string digits;
+  for (char c : text.substr(0, e_pos)) {
+    if (c != '.') digits.push_back(c);
+  }
+  const int exponent = std::atoi(std::string(text.substr(e_pos + 1)).c_str());
+  const int decpt = exponent + 1;  // digits before the decimal point
+  const int digs = static_cast<int>(digits.size());
+  constexpr int dbl_dig = 15;
+
+  if (decpt > 0 && decpt < digs) {
+    out.append(digits, 0, static_cast<std::size_t>(decpt));
+    out.push_back('.');
+    out.append(digits, static_cast<std::size_t>(decpt));
+    return out;
+  }
+  if (decpt > 0 && decpt <= dbl_dig) {
+    out.append(digits);
+    out.append(static_cast<std::size_t>(decpt - digs), '0');
+    out.append(".0");
+    return out;
+  }
+  if (decpt <= 0 && decpt > -4) {
+    out.append("0.");
+    out.append(static_cast<std::size_t>(-decpt), '0');
+    out.append(digits);
+    return out;
+  }
+  out.push_back(digits[0]);
+  out.push_back('.');
+  if (digs > 1) {
+    out.append(digits, 1);
+  } else {
+    out.push_back('0');
+  }
+  char exp_text[16];
+  std::snprintf(exp_text, sizeof exp_text, "e%+03d", decpt - 1);
+  out.append(exp_text);
+  return out;
+}
+
+std::string make_sidekiq_job(std::string_view worker, std::string_view queue,
+                             std::string_view utf8_body, std::string_view jid, double enqueued_at) {
+  const std::string when = ruby_float_to_s(enqueued_at);
+  static constexpr std::string_view k_class = R"({"class":)";
+  static constexpr std::string_view k_args = R"(,"args":[)";
+  static constexpr std::string_view k_queue = R"(],"queue":)";
+  static constexpr std::string_view k_jid = R"(,"jid":)";
+  static constexpr std::string_view k_tail = R"(,"retry":false,"enqueued_at":)";
+
+  std::string out;
+  out.reserve(k_class.size() + json_string_size(worker) + k_args.size() +
+              json_string_size(utf8_body) + k_queue.size() + json_string_size(queue) +
+              k_jid.size() + json_string_size(jid) + k_tail.size() + when.size() + 1);
+  out.append(k_class);
+  append_json_string(out, worker);
+  out.append(k_args);
+  append_json_string(out, utf8_body);
+  out.append(k_queue);
+  append_json_string(out, queue);
+  out.append(k_jid);
+  append_json_string(out, jid);
+  out.append(k_tail);
+  out.append(when);
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace mailroom::delivery

@@ -5,6 +5,8 @@
 // Timeouts: each operation takes a duration. When it elapses the socket is shut
 // down, the pending operation fails, and the call returns errc::timed_out. After
 // any error the stream is unusable; the owner closes it and reconnects.
+// One read and one write may be in flight at the same time (IMAP IDLE: a read
+// waits for the server while DONE is written); each direction has its own deadline.
 #pragma once
 
 #include "config/model.hpp"
@@ -25,6 +27,7 @@
 
 namespace mailroom::net {
 
+struct deadline_state;
 namespace asio = boost::asio;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
@@ -79,13 +82,23 @@ class stream {
   bool is_tls() const { return tls_.has_value(); }
   asio::any_io_executor get_executor() const { return executor_; }
 
+  // Human text about the last failure (resolver/OpenSSL detail); never secrets.
+  const std::string& last_error() const { return last_error_; }
+
  private:
   class watchdog;
+  struct deadline {
+    explicit deadline(asio::any_io_executor ex);
+    asio::steady_timer timer;
+    std::shared_ptr<deadline_state> state;
+  };
   asio::any_io_executor executor_;
   tcp::socket socket_;
   std::shared_ptr<asio::ssl::context> tls_ctx_;
   std::optional<asio::ssl::stream<tcp::socket&>> tls_;
-  asio::steady_timer timer_;
+  deadline read_deadline_;
+  deadline write_deadline_;
+  std::string last_error_;
 };
 
 }  // namespace mailroom::net

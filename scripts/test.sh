@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# mailroom's full test run, as CI runs it (as root, on Debian 12):
+#
+#   1. scripts/install-deps.sh                      (apt; skips what is installed)
+#   2. build/        RelWithDebInfo build            (cmake + make -j2, ccache)
+#   3. ctest in build/: unit, component and C++ integration tests
+#   4. build-asan/   ASan + UBSan build; ctest -L 'unit|component' there
+#   5. real Dovecot + Redis + Sidekiq (tests/servers/start-all.sh) and
+#      /usr/bin/python3 -m pytest tests/integration against build/mailroom
+#   6. everything stopped again (also on failure or Ctrl-C)
+#   7. closing line "N passed, N failed" (ctest + pytest); exit 1 if anything failed
+#
+# usage: scripts/test.sh [--quick] [--no-deps] [--no-asan] [--no-ctest] [--no-pytest]
+#                        [-k EXPR] [--keep-servers]
+#   --quick         skip the sanitizer build (step 4)
+#   --no-deps       skip step 1
+#   --no-ctest      skip step 3 (and 4)
+#   --no-pytest     skip step 5
+#   -k EXPR         only the integration tests matching EXPR (pytest -k)
+#   --keep-servers  leave the test servers running (prints how to stop them)
+# env: MAILROOM_JOBS (2) build parallelism; MAILROOM_BUILD_DIR (build),
+#      MAILROOM_ASAN_BUILD_DIR (build-asan)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+
+QUICK=0 DEPS=1 CTEST=1 PYTEST=1 KEEP=0
+PYTEST_K=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick|--no-asan) QUICK=1 ;;
+    --no-deps) DEPS=0 ;;
+    --no-ctest) CTEST=0 ;;
+    --no-pytest) PYTEST=0 ;;
+    --keep-servers) KEEP=1 ;;
+    -k) shift; PYTEST_K=(-k "${1:?-k needs an expression}") ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+JOBS="${MAILROOM_JOBS:-2}"
+BUILD="${MAILROOM_BUILD_DIR:-build}"
+ASAN_BUILD="${MAILROOM_ASAN_BUILD_DIR:-build-asan}"
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+case "$ASAN_BUILD" in /*) ;; *) ASAN_BUILD="$ROOT/$ASAN_BUILD" ;; esac
+PY=/usr/bin/python3   # Debian's: has python3-pytest and python3-redis
+LOGS="$BUILD/test-logs"
+export DEBIAN_FRONTEND=noninteractive
+
+PASSED=0 FAILED=0
+PHASES=()        # "name|seconds|result"
+NOTES=()         # failures worth repeating at the end
+SERVERS_DIR=""
+
+now() { date +%s.%N; }
+took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }'; }
+banner() { printf '\n==== %s ====\n' "$*"; }
+phase() { PHASES+=("$1|$2|$3"); }
+fail_note() { NOTES+=("$1"); }
+
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVERS_DIR" ]; then
+    if [ "$KEEP" = 1 ]; then
+      echo "test servers left running: . $SERVERS_DIR/env.sh; stop: tests/servers/stop-all.sh $SERVERS_DIR"
+    else
+      tests/servers/stop-all.sh "$SERVERS_DIR" >/dev/null 2>&1 || true
+    fi
+  fi
+  return $rc
+}
+trap cleanup EXIT
+trap 'echo "test.sh: interrupted" >&2; exit 130' INT TERM
+
+# ctest_counts LOG -> "passed failed" from ctest's summary
+ctest_counts() {
+  local line total failed
+  if grep -q 'No tests were found' "$1"; then echo "0 0"; return; fi
+  line="$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$1" | tail -n1)"
+  [ -n "$line" ] || { echo "- -"; return; }
+  failed="$(sed -E 's/.* ([0-9]+) tests? failed out of.*/\1/' <<<"$line")"
+  total="$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")"
+  echo "$((total - failed)) $failed"
+}
+
+# pytest_counts LOG -> "passed failed" (errors count as failed)
+pytest_counts() {
+  local line p f e
+  line="$(grep -E '^(=+ )?([0-9]+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?)(, )?)+ in [0-9.]+s' "$1" | tail -n1)"
+  if [ -z "$line" ]; then
+    grep -qE 'no tests ran' "$1" && { echo "0 0"; return; }
+    echo "- -"; return
+  fi
+  p="$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)"
+  f="$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)"
+  e="$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)"
+  echo "$p $((f + e))"
+}
+
+# run_ctest NAME DIR LOG [ctest args...]
+run_ctest() {
+  local name="$1" dir="$2" log="$3" t rc p f
+  shift 3
+  banner "$name"
+  t="$(now)"
+  ctest --test-dir "$dir" --output-on-failure "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  read -r p f <<<"$(ctest_counts "$log")"
+  if [ "$p" = - ]; then
+    p=0; f=1; fail_note "$name: ctest exited $rc without a summary (see $log)"
+  elif [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+    f=1; fail_note "$name: ctest exited $rc (see $log)"
+  elif [ "$f" != 0 ]; then
+    fail_note "$name: $f failed (details in $log)"
+  fi
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+  phase "$name" "$(took "$t")" "$p passed, $f failed"
+}
+
+# build NAME DIR [cmake args...] -> 0 if configured and built
+build() {
+  local name="$1" dir="$2" t rc
+  shift 2
+  banner "$name"
+  t="$(now)"
+  mkdir -p "$LOGS"
+  { cmake -S . -B "$dir" "$@" && cmake --build "$dir" -j"$JOBS"; } 2>&1 | tee "$LOGS/$name.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" = 0 ]; then
+    phase "$name" "$(took "$t")" ok
+  else
+    phase "$name" "$(took "$t")" FAILED
+    fail_note "$name failed (log: $LOGS/$name.log)"
+    FAILED=$((FAILED + 1))
+  fi
+  return "$rc"
+}
+
+# The whole run is one function, so bash has read all of it before it starts
+# (editing this file during a run cannot derail the run).
+main() {
+  T0="$(now)"
+
+  # 1. dependencies --------------------------------------------------------------
+  if [ "$DEPS" = 1 ]; then
+    banner "install dependencies"
+    t="$(now)"
+    if scripts/install-deps.sh; then
+      phase "install-deps" "$(took "$t")" ok
+    else
+      phase "install-deps" "$(took "$t")" FAILED
+      echo "test.sh: scripts/install-deps.sh failed; nothing else can run" >&2
+      echo "0 passed, 1 failed"
+      exit 1
+    fi
+  fi
+  mkdir -p "$LOGS"
+
+  # 2 + 3. main build and its tests --------------------------------------------------
+  BUILT=0
+  if build build "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+    BUILT=1
+    [ "$CTEST" = 1 ] && run_ctest ctest "$BUILD" "$LOGS/ctest.log"
+  fi
+
+  # 4. sanitizers -------------------------------------------------------------------
+  if [ "$QUICK" = 0 ] && [ "$CTEST" = 1 ] && [ "$BUILT" = 1 ]; then
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+    if build build-asan "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DMAILROOM_SANITIZE=ON; then
+      run_ctest ctest-asan "$ASAN_BUILD" "$LOGS/ctest-asan.log" -L 'unit|component'
+    fi
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+  fi
+
+  # 5. integration tests against real servers ------------------------------------
+  if [ "$PYTEST" = 1 ]; then
+    banner "integration tests (Dovecot + Redis + Sidekiq, pytest)"
+    t="$(now)"
+    SERVERS_DIR="$(mktemp -d /tmp/mailroom-test.XXXXXX)"
+    chmod 0755 "$SERVERS_DIR"
+    if tests/servers/start-all.sh "$SERVERS_DIR" > "$LOGS/servers.log" 2>&1; then
+      phase "start servers" "$(took "$t")" ok
+      echo "servers: $SERVERS_DIR (ports in $SERVERS_DIR/env.sh)"
+      t="$(now)"
+      [ "$BUILT" = 1 ] || echo "note: the build failed, so build/mailroom may be missing or stale"
+      TEST_SERVERS_DIR="$SERVERS_DIR" MAILROOM_BIN="$BUILD/mailroom" \
+        timeout --kill-after=30 45m "$PY" -m pytest tests/integration -q -rfE -p no:cacheprovider \
+        "${PYTEST_K[@]}" 2>&1 | tee "$LOGS/pytest.log"
+      rc=${PIPESTATUS[0]}
+      read -r p f <<<"$(pytest_counts "$LOGS/pytest.log")"
+      if [ "$p" = - ]; then
+        p=0; f=1; fail_note "pytest exited $rc without a summary (see $LOGS/pytest.log)"
+      elif [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$f" = 0 ]; then
+        f=1; fail_note "pytest exited $rc (see $LOGS/pytest.log)"
+      elif [ "$f" != 0 ]; then
+        fail_note "pytest: $f failed (details in $LOGS/pytest.log)"
+      fi
+      PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+      phase "pytest" "$(took "$t")" "$p passed, $f failed"
+    else
+      phase "start servers" "$(took "$t")" FAILED
+      cat "$LOGS/servers.log" >&2
+      fail_note "the test servers did not start (log: $LOGS/servers.log)"
+      FAILED=$((FAILED + 1))
+    fi
+    t="$(now)"
+    if [ "$KEEP" = 0 ]; then
+      tests/servers/stop-all.sh "$SERVERS_DIR" >/dev/null 2>&1 || true
+      # keep the servers' logs and mailboxes only when something failed
+      [ "${f:-1}" = 0 ] && rm -rf "$SERVERS_DIR"
+      SERVERS_DIR=""
+      phase "stop servers" "$(took "$t")" ok
+    fi
+  fi
+
+  # 7. summary -------------------------------------------------------------------------
+  banner "summary"
+  for ph in "${PHASES[@]}"; do
+    IFS='|' read -r name secs result <<<"$ph"
+    printf '  %-16s %6ss  %s\n' "$name" "$secs" "$result"
+  done
+  printf '  %-16s %6ss\n' total "$(took "$T0")"
+  for n in "${NOTES[@]}"; do echo "  ! $n"; done
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" = 0 ]
+}
+
+main

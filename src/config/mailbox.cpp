@@ -1,0 +1,179 @@
+// One entry of `mailboxes:`: the IMAP fields, logger, inbox method, then the
+// delivery and arbitration blocks (delivery.cpp).
+#include "config/parse.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <limits>
+
+namespace mailroom::config::detail {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+// email, password and name have no default: absent or null is an error
+// ("Field :email is required" in mail_room).
+void require(map_view& m, std::string_view key) {
+  auto* e = m.get(key);
+  if (e == nullptr) {
+    m.ctx.error(m.line(), std::string(key), "is required");
+  } else if (e->value.IsNull()) {
+    m.ctx.error(e->line, std::string(key), "is required (got null)");
+  }
+}
+
+void read_logger(map_view& m, log_destination& out) {
+  auto* e = m.get("logger");
+  if (e == nullptr || e->value.IsNull()) return;  // mail_room: nil logger = {} = discard
+  if (!e->value.IsMap()) {
+    m.ctx.error(e->line, "logger",
+                "must be a mapping like {log_path: /var/log/mailroom.log} (got " +
+                    describe_kind(e->value) + ")");
+    return;
+  }
+  map_view lg(m.ctx, e->value, "logger", e->line);
+  std::string path;
+  if (read_string(lg, "log_path", path) && !path.empty()) {
+    const std::string l = lower(path);
+    if (l == "stdout" || l == ":stdout") {
+      out.where = log_destination::kind::stdout_;
+    } else if (l == "stderr" || l == ":stderr") {
+      out.where = log_destination::kind::stderr_;
+    } else {
+      out.where = log_destination::kind::file;
+      out.path = path;
+    }
+  }
+  lg.warn_unknown();
+}
+
+void read_imap_fields(map_view& m, mailbox& mb) {
+  context& ctx = m.ctx;
+  require(m, "email");
+  require(m, "password");
+  require(m, "name");
+  read_secret(m, "password", mb.password);
+  for (auto key : {"email", "name"}) {
+    auto* e = m.get(key);
+    std::string value;
+    if (e != nullptr && read_string(m, key, value) && value.empty()) {
+      ctx.error(e->line, key, "must not be empty");
+    }
+  }
+
+  if (read_string(m, "host", mb.host, null_means::error) && mb.host.empty()) {
+    ctx.error(m.get("host")->line, "host", "must not be empty");
+  }
+  read_port(m, "port", mb.port, null_means::error);
+  read_tls(m, "ssl", mb.ssl, null_means::error);
+  read_bool(m, "start_tls", mb.start_tls, null_means::error);
+  if (mb.ssl.enabled && mb.start_tls) {
+    ctx.warning(m.get("start_tls")->line, "start_tls",
+                "is true while ssl is enabled: STARTTLS inside TLS is rejected by servers; "
+                "use ssl: false with start_tls: true (port 143), or ssl alone (port 993)");
+  }
+
+  long long idle = 0;
+  if (read_int(m, "idle_timeout", std::numeric_limits<long long>::min(),
+               std::numeric_limits<long long>::max(), idle, null_means::error)) {
+    auto* e = m.get("idle_timeout");
+    if (idle > 1740) {
+      ctx.error(e->line, "idle_timeout",
+                fmt::format("must be at most 1740 (got {}): Please use an idle timeout smaller "
+                            "than 1740 to prevent IMAP server disconnects",
+                            ctx.shown(e->value)));
+    } else if (idle < 1) {
+      ctx.error(e->line, "idle_timeout",
+                fmt::format("must be at least 1 second (got {})", ctx.shown(e->value)));
+    } else {
+      mb.idle_timeout = std::chrono::seconds(idle);
+    }
+  }
+
+  if (read_string(m, "search_command", mb.search_command, null_means::error)) {
+    auto* e = m.get("search_command");
+    if (mb.search_command.empty()) {
+      ctx.error(e->line, "search_command", "must not be empty");
+    } else if (mb.search_command.find_first_of("\r\n") != std::string::npos) {
+      // It is sent verbatim: a line break would inject IMAP commands.
+      ctx.error(e->line, "search_command", "must be a single line");
+    }
+  }
+
+  long long limit = 0;
+  if (read_int(m, "limit_max_unread", std::numeric_limits<long long>::min(),
+               std::numeric_limits<std::uint32_t>::max(), limit, null_means::error)) {
+    if (limit < 0) {
+      ctx.warning(m.get("limit_max_unread")->line, "limit_max_unread",
+                  "is negative, which means no limit (as in mail_room); use 0");
+      limit = 0;
+    }
+    mb.limit_max_unread = static_cast<std::uint32_t>(limit);
+  }
+  read_bool(m, "delete_after_delivery", mb.delete_after_delivery, null_means::error);
+  read_bool(m, "expunge_deleted", mb.expunge_deleted, null_means::error);
+}
+
+}  // namespace
+
+mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
+  mailbox mb;
+  // The label needs email and name, known before any diagnostic; without
+  // both (or with odd types) the mailbox is named by its position.
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    if (!it->first.IsScalar() || !it->second.IsScalar()) continue;
+    const std::string& k = it->first.Scalar();
+    if ((k == "email" || k == ":email") && mb.email.empty()) mb.email = it->second.Scalar();
+    if ((k == "name" || k == ":name") && mb.name.empty()) mb.name = it->second.Scalar();
+  }
+  ctx.mailbox = !mb.email.empty() && !mb.name.empty() ? mb.label()
+                                                      : fmt::format("mailboxes[{}]", index);
+  map_view m(ctx, node, "");
+  mb.where = {ctx.file(), m.line()};
+
+  std::string inbox = "imap";
+  if (read_symbol(m, "inbox_method", inbox)) {
+    inbox = lower(inbox);
+    if (inbox == "microsoft_graph") {
+      ctx.error(m.get("inbox_method")->line, "inbox_method",
+                "Microsoft Graph inboxes are not supported yet");
+    } else if (inbox != "imap") {
+      auto* e = m.get("inbox_method");
+      ctx.warning(e->line, "inbox_method",
+                  "unknown inbox_method " + ctx.shown(e->value) + ": using IMAP, as mail_room does");
+    }
+  }
+  if (inbox != "microsoft_graph") {
+    if (auto* e = m.get("inbox_options"); e != nullptr && !e->value.IsNull()) {
+      if (e->value.IsMap()) {
+        // client_secret of a Graph block must not leak through later messages.
+        for (auto it = e->value.begin(); it != e->value.end(); ++it) {
+          const auto& k = it->first;
+          if (k.IsScalar() && (k.Scalar() == "client_secret" || k.Scalar() == ":client_secret") &&
+              it->second.IsScalar()) {
+            ctx.add_secret(it->second.Scalar());
+          }
+        }
+      }
+      ctx.warning(e->line, "inbox_options", "is only used by Microsoft Graph inboxes (ignored)");
+    }
+  } else {
+    m.ignore("inbox_options");
+  }
+
+  read_imap_fields(m, mb);
+  read_logger(m, mb.log);
+  read_delivery(m, mb);
+  read_arbitration(m, mb);
+  m.warn_unknown();
+  ctx.mailbox.clear();
+  return mb;
+}
+
+}  // namespace mailroom::config::detail

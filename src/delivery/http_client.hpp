@@ -1,0 +1,81 @@
+// A small HTTP client over libcurl for the postback delivery.
+//
+// libcurl brings what Faraday/Net::HTTP gave mail_room: proxies from the
+// environment (http_proxy, https_proxy/HTTPS_PROXY, all_proxy, no_proxy/NO_PROXY;
+// note that curl ignores upper-case HTTP_PROXY), TLS verification, and
+// connect/total timeouts. curl's easy interface blocks, and the service runs
+// one event loop that must never block, so each request runs on a small pool
+// owned by the client and completes back on the awaiting coroutine's executor.
+#pragma once
+
+#include "config/model.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/system/result.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace mailroom::delivery {
+
+struct http_request {
+  std::string method = "POST";
+  std::string url;
+  // Sent as given, after curl's own (Host, Accept: */*). A name given here
+  // replaces curl's header of that name. Names and values must not contain CR,
+  // LF or NUL (refused as errc::misconfigured).
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string_view body;  // the caller keeps it alive until perform() completes
+  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds total_timeout{60000};  // the whole exchange, connect included
+  // verify_peer, ca_file and ca_path apply to https URLs; `enabled` is not
+  // consulted: the URL's scheme decides.
+  config::tls_options tls;
+};
+
+struct http_response {
+  long status = 0;
+  std::string body;  // at most max_body_size bytes; the rest is not read
+  static constexpr std::size_t max_body_size = 64 * 1024;
+};
+
+class http_client {
+ public:
+  explicit http_client(std::size_t threads = 4);
+  // Aborts requests in flight (within about a second: curl polls its progress
+  // callback) and joins the pool. Destroy the client before the io_context of
+  // the coroutines that await it.
+  ~http_client();
+  http_client(const http_client&) = delete;
+  http_client& operator=(const http_client&) = delete;
+
+  // Performs `req` on the pool and resumes the caller on its own executor.
+  // Any HTTP answer, whatever its status, is a response. Errors are in the
+  // delivery category:
+  //   timed_out          connect or total timeout
+  //   target_unavailable refused, reset, DNS, proxy, TLS handshake/verification
+  //   misconfigured      malformed URL, unsupported scheme, unreadable CA file, bad header
+  // with curl's error text in `error_detail`; it names hosts but never the
+  // URL's user info or any header value.
+  boost::asio::awaitable<boost::system::result<http_response>> perform(http_request req,
+                                                                       std::string& error_detail);
+
+ private:
+  struct outcome;
+  // The coroutine that co_spawn runs on the pool. A named member rather than a
+  // lambda with captures: g++ 12 mis-destroys the captures of a lambda
+  // coroutine passed to co_spawn.
+  boost::asio::awaitable<outcome> run_on_pool(http_request req);
+  outcome run(const http_request& req);
+
+  std::atomic<bool> stopping_{false};
+  boost::asio::thread_pool pool_;
+};
+
+}  // namespace mailroom::delivery

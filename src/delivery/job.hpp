@@ -1,0 +1,42 @@
+// The Sidekiq job that mail_room's sidekiq delivery pushes
+// (lib/mail_room/delivery/sidekiq.rb), byte for byte as Ruby's JSON.generate
+// writes it, so that GitLab's workers and any tooling that inspects queues see
+// exactly what they saw before.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace mailroom::delivery {
+
+// 24 lowercase hex characters from OpenSSL's CSPRNG, like SecureRandom.hex(12).
+// Used for the job id and the JWT nonce. Throws std::runtime_error if the
+// CSPRNG fails (OpenSSL could not seed itself), which leaves no safe fallback.
+std::string make_jid();
+
+// {"class":"<worker>","args":["<utf8_body>"],"queue":"<queue>","jid":"<jid>","retry":false,"enqueued_at":<float>}
+// Compact, keys in this order. `utf8_body` (and the other strings) MUST be valid
+// UTF-8: convert with to_utf8()/as_utf8() first. `enqueued_at` (seconds since the
+// epoch, Time.now.to_f) must be finite. The body is escaped straight into one
+// pre-sized string: bodies can be megabytes.
+std::string make_sidekiq_job(std::string_view worker, std::string_view queue,
+                             std::string_view utf8_body, std::string_view jid, double enqueued_at);
+
+// Time.now.to_f: seconds since the epoch with the clock's sub-second part, the
+// job's "enqueued_at".
+double epoch_seconds_now();
+
+// Appends `s` as a JSON string literal (with the quotes) the way Ruby's
+// JSON.generate does by default: `"` and `\` escaped, \b \f \n \r \t short
+// forms, other control characters as \u00XX with lowercase hex; "/", DEL,
+// U+2028/U+2029 and all other non-ASCII bytes are copied as they are.
+void append_json_string(std::string& out, std::string_view s);
+
+// Ruby's Float#to_s: the shortest digits that round-trip, fixed notation when
+// the decimal point falls within the digits or up to 15 places after them
+// ("100.0", "1795864094.3228915", "0.0001"), else scientific ("1.0e+16",
+// "1.0e-05"). NaN and infinities give "NaN", "Infinity", "-Infinity" (which
+// JSON.generate would refuse; make_sidekiq_job's callers never pass them).
+std::string ruby_float_to_s(double value);
+
+}  // namespace mailroom::delivery

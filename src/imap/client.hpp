@@ -1,0 +1,137 @@
+// The IMAP client: runs the I/O-free protocol core (imap/proto) over a
+// net::stream. One client = one connection = one selected mailbox. All methods
+// are called from one coroutine at a time, except interrupt_idle(), which may be
+// called from anywhere on the same executor while idle() runs.
+#pragma once
+
+#include "config/model.hpp"
+#include "imap/proto/session.hpp"
+#include "net/stream.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/result.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mailroom::imap {
+
+// Errors of this layer. Retriable ones are cured by a new connection;
+// permanent ones need the operator (or the server) to change something.
+enum class client_errc {
+  auth_failed = 1,     // permanent: LOGIN answered NO
+  command_failed,      // retriable: a command answered NO/BAD (text in last_error())
+  server_bye,          // retriable: the server sent BYE or closed the connection
+  starttls_refused,    // permanent: start_tls set but the server lacks STARTTLS
+  plaintext_refused,   // permanent: LOGINDISABLED on an unencrypted connection
+  mailbox_missing,     // permanent: SELECT answered NO
+};
+const boost::system::error_category& client_category();
+inline boost::system::error_code make_error_code(client_errc e) {
+  return {static_cast<int>(e), client_category()};
+}
+// True when reconnecting cannot help without an operator's change.
+bool is_permanent(const boost::system::error_code& ec);
+
+struct client_options {
+  std::chrono::seconds connect_timeout{30};   // TCP connect + TLS handshake + greeting
+  std::chrono::seconds command_timeout{120};  // silence allowed while a command runs
+  std::chrono::seconds logout_timeout{5};
+  limits parser_limits;
+  std::size_t uid_set_max_chars = 1000;  // keeps command lines short (RFC 7162 §4: 8000 octets)
+};
+
+// Called with each message fetched by uid_fetch_bodies(), in server order.
+using body_handler = std::function<void(std::uint32_t uid, std::string&& body)>;
+
+enum class idle_end { new_mail, timeout, interrupted };
+
+class client {
+ public:
+  client(boost::asio::any_io_executor ex, const config::mailbox& mb, client_options opts = {});
+  ~client();
+
+  // TCP, implicit TLS or STARTTLS, greeting, CAPABILITY, LOGIN.
+  // `on_step` is told "Starting TLS session" / "Logging into mailbox" for the log.
+  boost::asio::awaitable<boost::system::error_code> connect_and_login(
+      const std::function<void(const char*)>& on_step);
+
+  // SELECT; afterwards uidvalidity() is known.
+  boost::asio::awaitable<boost::system::error_code> select(const std::string& folder);
+
+  boost::asio::awaitable<boost::system::result<std::vector<std::uint32_t>>> uid_search(
+      const std::string& criteria);
+
+  // UID FETCH <uids> (UID BODY.PEEK[]): never sets \Seen (RFC 3501 §6.4.5).
+  boost::asio::awaitable<boost::system::error_code> uid_fetch_bodies(
+      const std::vector<std::uint32_t>& uids, const body_handler& on_body);
+
+  // UID STORE <uids> +FLAGS.SILENT (<flags>).
+  boost::asio::awaitable<boost::system::error_code> uid_store_add_flags(
+      const std::vector<std::uint32_t>& uids, const std::string& flags);
+
+  // UID EXPUNGE <uids> with UIDPLUS (RFC 4315 §2.1: only our messages go),
+  // otherwise EXPUNGE.
+  boost::asio::awaitable<boost::system::error_code> expunge(
+      const std::vector<std::uint32_t>& uids);
+
+  // IDLE (RFC 2177) until an EXISTS arrives, `timeout` passes, or
+  // interrupt_idle() is called; then DONE and wait for the tagged OK.
+  boost::asio::awaitable<boost::system::result<idle_end>> idle(std::chrono::seconds timeout);
+  void interrupt_idle();
+
+  // LOGOUT with a short timeout, then close. Best effort.
+  boost::asio::awaitable<void> logout();
+  void close();
+
+  bool has_capability(std::string_view cap) const;
+  std::uint32_t uidvalidity() const { return uidvalidity_; }
+  // True when an EXISTS arrived outside IDLE since the last call.
+  bool take_new_mail_hint();
+  // Human detail about the last failure (server text, TLS reason); no secrets.
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  struct tagged_outcome {
+    status st = status::bad;
+    std::optional<response_code> code;
+    std::string text;
+  };
+  using untagged_handler = std::function<void(response&)>;
+
+  boost::asio::awaitable<boost::system::error_code> flush();
+  boost::asio::awaitable<boost::system::result<session::event>> next_event(
+      std::chrono::seconds timeout);
+  void send_done();
+  boost::asio::awaitable<boost::system::result<tagged_outcome>> run(
+      const command_builder& cmd, const untagged_handler& on_untagged);
+  void note_untagged(const response& r);
+  boost::system::error_code fail(boost::system::error_code ec, std::string detail);
+
+  boost::asio::any_io_executor executor_;
+  const config::mailbox& mb_;
+  client_options opts_;
+  net::stream stream_;
+  session session_;
+  std::vector<std::string> capabilities_;
+  std::uint32_t uidvalidity_ = 0;
+  bool new_mail_hint_ = false;
+  bool idling_ = false;
+  bool done_sent_ = false;
+  bool interrupted_ = false;
+  bool writing_ = false;
+  // Callbacks scheduled on the executor check this before touching the client.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::string idle_tag_;
+  std::shared_ptr<boost::asio::steady_timer> idle_timer_;
+  std::string last_error_;
+  std::vector<char> read_buffer_;
+};
+
+}  // namespace mailroom::imap
+
+template <>
+struct boost::system::is_error_code_enum<mailroom::imap::client_errc> : std::true_type {};

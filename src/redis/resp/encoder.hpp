@@ -1,0 +1,21 @@
+// RESP2 command encoding: every command is an array of bulk strings
+// (https://redis.io/docs/reference/protocol-spec/#send-commands-to-a-redis-server),
+// so arguments may hold any bytes, including CR, LF and NUL.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailroom::redis {
+
+// Appends "*N\r\n$len\r\narg\r\n..." to `out`. Each argument is copied exactly
+// once, so a multi-megabyte job JSON goes straight into the write buffer.
+void append_command(std::string& out, std::span<const std::string_view> args);
+void append_command(std::string& out, std::span<const std::string> args);
+
+// The encoded command as a new string.
+std::string encode_command(const std::vector<std::string_view>& args);
+
+}  // namespace mailroom::redis

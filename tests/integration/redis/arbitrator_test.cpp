@@ -1,0 +1,160 @@
+// Redis arbitration (mail_room-behaviour §4.2) against a real redis-server.
+#include "arbitration/noop_arbitrator.hpp"
+#include "arbitration/redis_arbitrator.hpp"
+
+#include "async_helpers.hpp"
+#include "fake_server.hpp"
+#include "support/redis_server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+namespace mailroom::arbitration {
+namespace {
+
+namespace asio = boost::asio;
+using redis::reply;
+using test_support::redis_server;
+using test_support::run_async;
+
+claim_request req(std::uint32_t uid, std::string mailbox = "inbox",
+                  std::uint32_t uidvalidity = 7) {
+  return claim_request{.mailbox_email = "incoming@example.com",
+                       .mailbox_name = std::move(mailbox),
+                       .uidvalidity = uidvalidity,
+                       .uid = uid};
+}
+
+class RedisArbitration : public testing::Test {
+ protected:
+  redis_arbitrator make(config::arbitration_key_format format, std::string ns = {}) {
+    config::arbitration_options o;
+    o.redis.host = "127.0.0.1";
+    o.redis.port = server.port();
+    o.redis.namespace_prefix = std::move(ns);
+    o.key_format = format;
+    auto c = std::make_shared<redis::client>(ctx.get_executor(), o.redis);
+    return redis_arbitrator(o, c);
+  }
+
+  claim_result claim(redis_arbitrator& a, const claim_request& r) {
+    std::string detail;
+    auto result = run_async(ctx, a.claim(r, detail));
+    EXPECT_TRUE(detail.empty()) << detail;
+    return result;
+  }
+
+  asio::io_context ctx;
+  redis_server server;
+};
+
+TEST_F(RedisArbitration, FirstClaimGrantedSecondTakenOtherUidGranted) {
+  auto a = make(config::arbitration_key_format::scoped);
+  auto b = make(config::arbitration_key_format::scoped);  // another instance
+  EXPECT_EQ(claim(a, req(101)), claim_result::granted);
+  EXPECT_EQ(claim(b, req(101)), claim_result::taken);
+  EXPECT_EQ(claim(a, req(101)), claim_result::taken);
+  EXPECT_EQ(claim(b, req(102)), claim_result::granted);
+}
+
+TEST_F(RedisArbitration, ScopedKeyIncludesMailboxAndUidvalidity) {
+  auto a = make(config::arbitration_key_format::scoped, "mail_room:gitlab");
+  EXPECT_EQ(claim(a, req(101)), claim_result::granted);
+  auto exists =
+      server.cmd({"EXISTS", "mail_room:gitlab:delivered:incoming@example.com:inbox:7:101"});
+  ASSERT_TRUE(exists.has_value());
+  EXPECT_EQ(*exists, reply::number(1));
+  auto value = server.cmd({"GET", "mail_room:gitlab:delivered:incoming@example.com:inbox:7:101"});
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, reply::bulk("1"));
+  // Two mailboxes with equal UIDs, or a new UIDVALIDITY, do not block each other.
+  EXPECT_EQ(claim(a, req(101, "service_desk")), claim_result::granted);
+  EXPECT_EQ(claim(a, req(101, "inbox", 8)), claim_result::granted);
+}
+
+TEST_F(RedisArbitration, MailRoomFormatCollidesAcrossMailboxesLikeMailRoom) {
+  auto a = make(config::arbitration_key_format::mail_room, "mail_room:gitlab");
+  EXPECT_EQ(claim(a, req(101, "inbox")), claim_result::granted);
+  EXPECT_EQ(claim(a, req(101, "service_desk")), claim_result::taken);
+  auto exists = server.cmd({"EXISTS", "mail_room:gitlab:delivered:101"});
+  ASSERT_TRUE(exists.has_value());
+  EXPECT_EQ(*exists, reply::number(1));
+}
+
+TEST_F(RedisArbitration, ClaimExpiresAfterTenMinutes) {
+  auto a = make(config::arbitration_key_format::mail_room);
+  EXPECT_EQ(claim(a, req(5)), claim_result::granted);
+  auto ttl = server.cmd({"TTL", "delivered:5"});
+  ASSERT_TRUE(ttl.has_value());
+  ASSERT_EQ(ttl->k, reply::kind::integer);
+  EXPECT_GT(ttl->integer, 595);
+  EXPECT_LE(ttl->integer, 600);
+}
+
+TEST_F(RedisArbitration, ReleaseMakesTheMessageClaimableAgain) {
+  auto a = make(config::arbitration_key_format::scoped);
+  EXPECT_EQ(claim(a, req(9)), claim_result::granted);
+  run_async(ctx, a.release(req(9)));
+  auto exists = server.cmd({"EXISTS", "delivered:incoming@example.com:inbox:7:9"});
+  ASSERT_TRUE(exists.has_value());
+  EXPECT_EQ(*exists, reply::number(0));
+  EXPECT_EQ(claim(a, req(9)), claim_result::granted);
+}
+
+TEST_F(RedisArbitration, UnreachableRedisIsUnavailableWithDetail) {
+  auto a = make(config::arbitration_key_format::scoped);
+  server.stop();
+  std::string detail;
+  EXPECT_EQ(run_async(ctx, a.claim(req(1), detail)), claim_result::unavailable);
+  EXPECT_NE(detail.find("delivered:"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("connect"), std::string::npos) << detail;
+  run_async(ctx, a.release(req(1)));  // best effort: no throw, no hang
+}
+
+TEST_F(RedisArbitration, ErrorReplyIsUnavailable) {
+  auto a = make(config::arbitration_key_format::mail_room);
+  // Make the server refuse writes: an error reply, not a connection failure.
+  ASSERT_TRUE(server.cmd({"CONFIG", "SET", "maxmemory", "1"}).has_value());
+  ASSERT_TRUE(server.cmd({"CONFIG", "SET", "maxmemory-policy", "noeviction"}).has_value());
+  std::string detail;
+  EXPECT_EQ(run_async(ctx, a.claim(req(1), detail)), claim_result::unavailable);
+  EXPECT_NE(detail.find("OOM"), std::string::npos) << detail;
+}
+
+// mail_room's exact command, as redis-rb writes it: one SET per UID.
+TEST(RedisArbitrationWire, SetNxExInRedisRbOrder) {
+  asio::io_context ctx;
+  test_support::fake_server server(ctx, [](const std::string& got) {
+    return got.ends_with("NX\r\n") ? std::string("$-1\r\n") : std::string();
+  });
+  config::arbitration_options o;
+  o.redis.host = "127.0.0.1";
+  o.redis.port = server.port();
+  o.key_format = config::arbitration_key_format::mail_room;
+  redis_arbitrator a(o, std::make_shared<redis::client>(ctx.get_executor(), o.redis));
+  std::string detail;
+  const auto result = run_async(ctx, [&]() -> asio::awaitable<claim_result> {
+    auto r = co_await a.claim(req(101), detail);
+    server.stop();
+    co_return r;
+  }());
+  EXPECT_EQ(result, claim_result::taken) << detail;
+  EXPECT_EQ(server.received(),
+            "*6\r\n$3\r\nSET\r\n$13\r\ndelivered:101\r\n$1\r\n1\r\n$2\r\nEX\r\n$3\r\n600\r\n"
+            "$2\r\nNX\r\n");
+}
+
+TEST(NoopArbitration, AlwaysGranted) {
+  asio::io_context ctx;
+  noop_arbitrator a;
+  EXPECT_STREQ(a.class_name(), "MailRoom::Arbitration::Noop");
+  std::string detail;
+  EXPECT_EQ(run_async(ctx, a.claim(req(1), detail)), claim_result::granted);
+  EXPECT_EQ(run_async(ctx, a.claim(req(1), detail)), claim_result::granted);
+}
+
+}  // namespace
+}  // namespace mailroom::arbitration

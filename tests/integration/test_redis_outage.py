@@ -1,0 +1,31 @@
+"""Redis unavailable during Sidekiq delivery: the message must not be lost."""
+import json
+
+import harness
+from mailinject import make_message
+
+
+def test_redis_down_keeps_message_then_delivers_once_after_restart(servers, user, workdir, mailroom):
+    r = harness.RedisServer(str(workdir / "redis"))  # a dedicated Redis for this test
+    try:
+        queue = "outage"
+        key = "queue:" + queue
+        cfg = harness.sidekiq_config(servers, user, queue, workdir, redis_url=r.url, idle_timeout=5,
+                                     delete=True, expunge=True)
+        mr = mailroom(cfg)
+        harness.wait_until(lambda: servers.idle_sessions(user) == 1, 20, "mailroom to enter IDLE", proc=mr)
+        r.stop()
+        raw = make_message(1, user, subject="during the outage")
+        uid = servers.append(user, [raw])[0]
+        # over a full idle_timeout cycle: still there, unseen, and mailroom keeps running
+        harness.assert_stays(lambda: servers.flags(user) == {uid: set()}, 7.0,
+                             "the message unseen and undeleted while Redis is down", proc=mr)
+        r.start()  # same port
+        c = r.client()
+        harness.wait_until(lambda: c.llen(key) >= 1, 60, "the job after Redis came back", proc=mr)
+        harness.wait_until(lambda: servers.status(user)["MESSAGES"] == 0, 10, "an empty INBOX", proc=mr)
+        assert c.llen(key) == 1
+        assert json.loads(c.lindex(key, 0))["args"] == [raw.decode()]
+        mr.stop_ok()
+    finally:
+        r.stop()

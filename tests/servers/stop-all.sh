@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Stop everything start-all.sh started in DIR (Sidekiq first, then Dovecot and
+# Redis), by PID, and wait until each is gone.  The dir stays for inspection.
+#   usage: tests/servers/stop-all.sh "$TEST_SERVERS_DIR"
+set -u
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+D="${1:?usage: stop-all.sh DIR}"
+[ -d "$D/sidekiq" ] && "$HERE/stop-sidekiq.sh" "$D/sidekiq"
+[ -d "$D/dovecot" ] && "$HERE/stop-dovecot.sh" "$D/dovecot" &
+[ -d "$D/redis" ] && "$HERE/stop-redis.sh" "$D/redis"
+wait
+exit 0

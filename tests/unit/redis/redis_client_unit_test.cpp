@@ -1,0 +1,52 @@
+// Client-side pieces that need no server: error taxonomy, arbitration keys.
+#include "arbitration/redis_arbitrator.hpp"
+#include "redis/error.hpp"
+
+#include <boost/asio/error.hpp>
+#include <gtest/gtest.h>
+
+namespace mailroom {
+namespace {
+
+TEST(RedisErrc, RetriableClassification) {
+  using redis::errc;
+  EXPECT_TRUE(redis::is_retriable(errc::connection_failed));
+  EXPECT_TRUE(redis::is_retriable(errc::timed_out));
+  EXPECT_TRUE(redis::is_retriable(errc::protocol_error));
+  EXPECT_TRUE(redis::is_retriable(errc::no_master));
+  EXPECT_FALSE(redis::is_retriable(errc::auth_failed));
+  EXPECT_FALSE(redis::is_retriable(errc::server_error));
+  EXPECT_FALSE(redis::is_retriable(boost::asio::error::operation_aborted));
+  const boost::system::error_code ec = errc::no_master;
+  EXPECT_STREQ(ec.category().name(), "mailroom.redis");
+  EXPECT_EQ(ec.message(), "no Redis master found through the sentinels");
+}
+
+arbitration::claim_request request() {
+  arbitration::claim_request r;
+  r.mailbox_email = "incoming@gitlab.example.com";
+  r.mailbox_name = "inbox";
+  r.uidvalidity = 1712345678;
+  r.uid = 101;
+  return r;
+}
+
+TEST(ArbitrationKey, MailRoomFormatIsMailRoomsKey) {
+  config::arbitration_options o;
+  o.key_format = config::arbitration_key_format::mail_room;
+  EXPECT_EQ(arbitration::arbitration_key(o, request()), "delivered:101");
+  o.redis.namespace_prefix = "mail_room:gitlab";
+  EXPECT_EQ(arbitration::arbitration_key(o, request()), "mail_room:gitlab:delivered:101");
+}
+
+TEST(ArbitrationKey, ScopedIsTheDefaultAndNamesTheMailbox) {
+  config::arbitration_options o;
+  EXPECT_EQ(arbitration::arbitration_key(o, request()),
+            "delivered:incoming@gitlab.example.com:inbox:1712345678:101");
+  o.redis.namespace_prefix = "mail_room:gitlab";
+  EXPECT_EQ(arbitration::arbitration_key(o, request()),
+            "mail_room:gitlab:delivered:incoming@gitlab.example.com:inbox:1712345678:101");
+}
+
+}  // namespace
+}  // namespace mailroom
