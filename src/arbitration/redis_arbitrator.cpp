@@ -16,8 +16,8 @@ std::string arbitration_key(const config::arbitration_options& opts, const claim
   }
   // A UID names a message only within one folder of one account and one
   // UIDVALIDITY (RFC 3501 §2.3.1.1), so all of them go into the key.
-  return opts.redis.key(fmt::format("delivered:{}:{}:{}:{}", r.mailbox_email, r.mailbox_name,
-                                    r.uidvalidity, r.uid));
+  return opts.redis.key(
+      fmt::format("delivered:{}:{}:{}:{}", r.mailbox_email, r.mailbox_name, r.uidvalidity, r.uid));
 }
 
 redis_arbitrator::redis_arbitrator(config::arbitration_options opts,

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   for (const auto& d : loaded.diagnostics) {
     const bool is_error = d.lvl == mailroom::config::diagnostic::level::error;
     errors += is_error;
-    if (is_error || !quiet) std::cerr << (is_error ? "" : "warning: ") << d.to_string() << "\n";
+    if (is_error || !quiet) std::cerr << d.to_string() << "\n";
   }
   if (!loaded.ok() || !loaded.cfg) {
     fatal("invalid configuration " + config_path + " (" + std::to_string(errors) + " error" +

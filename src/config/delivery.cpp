@@ -14,23 +14,30 @@ namespace {
 // Keys each delivery method reads from delivery_options; used to tell "belongs
 // to another method" apart from "unknown".
 constexpr std::string_view sidekiq_keys[] = {
-    "redis_url", "redis_db",          "namespace",        "sentinels", "sentinel_username",
-    "sentinel_password", "redis_ssl_params", "queue", "worker"};
-constexpr std::string_view postback_keys[] = {
-    "delivery_url",    "url",           "delivery_token", "token",           "username",
-    "delivery_username", "password",    "delivery_password", "content_type", "jwt_auth_header",
-    "jwt_secret_path", "jwt_algorithm", "jwt_issuer",     "open_timeout",    "read_timeout",
-    "ssl"};
+    "redis_url",         "redis_db",         "namespace", "sentinels", "sentinel_username",
+    "sentinel_password", "redis_ssl_params", "queue",     "worker"};
+constexpr std::string_view postback_keys[] = {"delivery_url",    "url",
+                                              "delivery_token",  "token",
+                                              "username",        "delivery_username",
+                                              "password",        "delivery_password",
+                                              "content_type",    "jwt_auth_header",
+                                              "jwt_secret_path", "jwt_algorithm",
+                                              "jwt_issuer",      "open_timeout",
+                                              "read_timeout",    "ssl"};
 constexpr std::string_view logger_keys[] = {"log_path"};
-constexpr std::string_view que_letter_opener_keys[] = {
-    "host", "port", "database", "priority", "job_class", "location"};
+constexpr std::string_view que_letter_opener_keys[] = {"host",     "port",      "database",
+                                                       "priority", "job_class", "location"};
 
 const char* method_name(delivery_method m) {
   switch (m) {
-    case delivery_method::postback: return "postback";
-    case delivery_method::sidekiq: return "sidekiq";
-    case delivery_method::logger: return "logger";
-    case delivery_method::noop: return "noop";
+    case delivery_method::postback:
+      return "postback";
+    case delivery_method::sidekiq:
+      return "sidekiq";
+    case delivery_method::logger:
+      return "logger";
+    case delivery_method::noop:
+      return "noop";
   }
   return "";
 }
@@ -65,26 +72,27 @@ bool valid_http_url(std::string_view url) {
 // Reads the first of `keys` present in `m` as a string; later ones are
 // reported as shadowed. Returns the entry used.
 map_view::entry* read_first_string(map_view& m, std::initializer_list<std::string_view> keys,
-                                   std::string& out, const std::string& shadowed_by_note,
-                                   bool as_secret = false) {
+                                   std::string& out, bool as_secret = false) {
   map_view::entry* used = nullptr;
   std::string used_name;
+  bool failed = false;
   for (auto k : keys) {
-    auto* e = m.get(k);
-    if (e == nullptr || e->value.IsNull()) continue;
+    auto* e = m.get(k);  // marks every spelling as known, even after a failure
+    if (e == nullptr || e->value.IsNull() || failed) continue;
     if (used != nullptr) {
       if (as_secret && e->value.IsScalar()) m.ctx.add_secret(e->value.Scalar());
       m.ctx.warning(e->line, m.path_of(k),
-                    fmt::format("`{}` takes precedence{} (ignored)", used_name, shadowed_by_note));
+                    fmt::format("`{}` takes precedence (ignored)", used_name));
       continue;
     }
     if (as_secret) {
       secret s;
-      if (!read_secret(m, k, s)) return nullptr;
+      failed = !read_secret(m, k, s);
       out = s.reveal();
-    } else if (!read_string(m, k, out)) {
-      return nullptr;
+    } else {
+      failed = !read_string(m, k, out);
     }
+    if (failed) continue;
     used = e;
     used_name = std::string(k);
   }
@@ -114,7 +122,7 @@ void read_postback(map_view& mbox, map_view& opts, postback_options& pb) {
       used = mbox.get("delivery_url");
       used_key = "delivery_url";
     }
-  } else if ((used = read_first_string(opts, {"delivery_url", "url"}, url, "")) != nullptr) {
+  } else if ((used = read_first_string(opts, {"delivery_url", "url"}, url)) != nullptr) {
     used_key = opts.path_of(used->key);
   }
   if (!any_set) {
@@ -138,14 +146,13 @@ void read_postback(map_view& mbox, map_view& opts, postback_options& pb) {
       }
     }
   } else {
-    read_first_string(opts, {"delivery_token", "token"}, token, "", true);
+    read_first_string(opts, {"delivery_token", "token"}, token, true);
   }
   pb.token = secret(token);
 
   std::string password;
-  auto* user_entry = read_first_string(opts, {"username", "delivery_username"}, pb.username, "");
-  auto* pass_entry =
-      read_first_string(opts, {"password", "delivery_password"}, password, "", true);
+  auto* user_entry = read_first_string(opts, {"username", "delivery_username"}, pb.username);
+  auto* pass_entry = read_first_string(opts, {"password", "delivery_password"}, password, true);
   pb.password = secret(password);
   if ((user_entry == nullptr) != (pass_entry == nullptr)) {
     auto* e = user_entry != nullptr ? user_entry : pass_entry;
@@ -258,9 +265,9 @@ void read_delivery(map_view& mbox, mailbox& mb) {
                   "unknown delivery method `webhook`: GitLab's webhook delivery is "
                   "`postback` in mail_room's configuration");
       } else {
-        ctx.error(e->line, "delivery_method",
-                  "unknown delivery method " + shown +
-                      ": expected postback, sidekiq, logger or noop");
+        ctx.error(
+            e->line, "delivery_method",
+            "unknown delivery method " + shown + ": expected postback, sidekiq, logger or noop");
       }
     }
   } else if (mbox.has("delivery_method")) {
@@ -280,8 +287,12 @@ void read_delivery(map_view& mbox, mailbox& mb) {
   map_view opts(ctx, node, "delivery_options", opts_entry ? opts_entry->line : mbox.line());
 
   switch (mb.delivery) {
-    case delivery_method::postback: read_postback(mbox, opts, mb.postback); break;
-    case delivery_method::sidekiq: read_sidekiq(opts, mb.sidekiq); break;
+    case delivery_method::postback:
+      read_postback(mbox, opts, mb.postback);
+      break;
+    case delivery_method::sidekiq:
+      read_sidekiq(opts, mb.sidekiq);
+      break;
     case delivery_method::logger:
       // mail_room: the top-level log_path wins over delivery_options.log_path.
       if (!read_string(mbox, "log_path", mb.logger_delivery.log_path)) {
@@ -291,7 +302,8 @@ void read_delivery(map_view& mbox, mailbox& mb) {
                     "the mailbox's top-level log_path takes precedence (ignored)");
       }
       break;
-    case delivery_method::noop: break;
+    case delivery_method::noop:
+      break;
   }
 
   if (mb.delivery != delivery_method::postback) {

@@ -19,7 +19,8 @@ namespace {
 
 constexpr const char* unsupported_hint =
     "mailroom evaluates only ENV[...], ENV.fetch(...) and File.read(...) with "
-    ".strip/.chomp/.to_json, optionally inside ERB::Util.url_encode(...); render a template that needs Ruby (GitLab Omnibus's "
+    ".strip/.chomp/.to_json, optionally inside ERB::Util.url_encode(...); render a template that "
+    "needs Ruby (GitLab Omnibus's "
     "config/mail_room.yml) to plain YAML first, see docs/configuration.md, "
     "'Rendering GitLab's ERB config'";
 
@@ -174,8 +175,8 @@ class parser {
 
   bool at_end() const { return pos_ >= src_.size(); }
   void skip_ws() {
-    while (!at_end() && (src_[pos_] == ' ' || src_[pos_] == '\t' || src_[pos_] == '\n' ||
-                         src_[pos_] == '\r')) {
+    while (!at_end() &&
+           (src_[pos_] == ' ' || src_[pos_] == '\t' || src_[pos_] == '\n' || src_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -229,13 +230,27 @@ class parser {
         continue;
       }
       switch (n) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '0': out += '\0'; break;
-        case 's': out += ' '; break;
-        case 'e': out += '\x1b'; break;
-        default: out += n; break;
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '0':
+          out += '\0';
+          break;
+        case 's':
+          out += ' ';
+          break;
+        case 'e':
+          out += '\x1b';
+          break;
+        default:
+          out += n;
+          break;
       }
     }
     return std::nullopt;
@@ -261,11 +276,16 @@ std::string quote_for_message(const std::string& s) {
 
 std::string describe(const expression& e) {
   switch (e.k) {
-    case expression::kind::env_index: return "ENV[" + quote_for_message(e.arg) + "]";
-    case expression::kind::env_fetch: return "ENV.fetch(" + quote_for_message(e.arg) + ")";
-    case expression::kind::file_read: return "File.read(" + quote_for_message(e.arg) + ")";
-    case expression::kind::url_encode: return "ERB::Util.url_encode(" + describe(*e.inner) + ")";
-    case expression::kind::uri_escape: return "URI.escape(" + describe(*e.inner) + ")";
+    case expression::kind::env_index:
+      return "ENV[" + quote_for_message(e.arg) + "]";
+    case expression::kind::env_fetch:
+      return "ENV.fetch(" + quote_for_message(e.arg) + ")";
+    case expression::kind::file_read:
+      return "File.read(" + quote_for_message(e.arg) + ")";
+    case expression::kind::url_encode:
+      return "ERB::Util.url_encode(" + describe(*e.inner) + ")";
+    case expression::kind::uri_escape:
+      return "URI.escape(" + describe(*e.inner) + ")";
   }
   return {};
 }
@@ -475,13 +495,27 @@ std::string ruby_to_json(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
@@ -539,6 +573,23 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
     }
   };
 
+  // A Ruby template has dozens of tags: the first one carries the advice,
+  // a few more are listed, the rest only counted.
+  int unsupported_count = 0;
+  int first_unsupported_line = 0;
+  constexpr int max_listed = 5;
+  auto unsupported = [&](int at, std::string_view content) {
+    ++unsupported_count;
+    if (unsupported_count == 1) {
+      first_unsupported_line = at;
+      out.errors.push_back(
+          {at, "unsupported ERB expression `" + excerpt(content) + "`: " + unsupported_hint});
+    } else if (unsupported_count <= max_listed) {
+      out.errors.push_back({at, "unsupported ERB expression `" + excerpt(content) +
+                                    fmt::format("` (see line {})", first_unsupported_line)});
+    }
+  };
+
   std::size_t i = 0;
   while (i < text.size()) {
     auto open = text.find("<%", i);
@@ -570,8 +621,7 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
       content.remove_prefix(1);
       auto expr = parser(content).parse();
       if (!expr) {
-        out.errors.push_back({tag_line, "unsupported ERB expression `" + excerpt(content) +
-                                            "`: " + unsupported_hint});
+        unsupported(tag_line, content);
       } else {
         auto result = evaluate(*expr, env, base_dir);
         if (auto* err = std::get_if<eval_error>(&result)) {
@@ -590,10 +640,7 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
       }
     } else {
       if (content.starts_with('-')) content.remove_prefix(1);  // "<%-" in trim mode
-      if (!excerpt(content).empty()) {
-        out.errors.push_back({tag_line, "unsupported ERB expression `" + excerpt(content) +
-                                            "`: " + unsupported_hint});
-      }
+      if (!excerpt(content).empty()) unsupported(tag_line, content);
     }
 
     if (trim_newline) {
@@ -607,6 +654,11 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
       // The next output line now continues the trimmed one; lines after the
       // next newline map to their true original line via `line`.
     }
+  }
+  if (unsupported_count > max_listed) {
+    out.errors.push_back(
+        {first_unsupported_line, fmt::format("{} more unsupported ERB expressions not listed",
+                                             unsupported_count - max_listed)});
   }
   return out;
 }

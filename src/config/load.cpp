@@ -44,9 +44,13 @@ int flow_depth(std::string_view text, int& line_of_max) {
       continue;
     }
     switch (c) {
-      case '#': comment = true; break;
+      case '#':
+        comment = true;
+        break;
       case '"':
-      case '\'': quote = c; break;
+      case '\'':
+        quote = c;
+        break;
       case '[':
       case '{':
         if (++depth > max) {
@@ -58,7 +62,8 @@ int flow_depth(std::string_view text, int& line_of_max) {
       case '}':
         if (depth > 0) --depth;
         break;
-      default: break;
+      default:
+        break;
     }
   }
   return max;
@@ -127,9 +132,9 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
     for (const auto& item : mbs->value) {
       if (!item.IsMap()) {
         ctx.mailbox = fmt::format("mailboxes[{}]", i);
-        ctx.error(ctx.line_of(item), "",
-                  "each mailbox must be a mapping of keys (got " + detail::describe_kind(item) +
-                      ")");
+        ctx.error(
+            ctx.line_of(item), "",
+            "each mailbox must be a mapping of keys (got " + detail::describe_kind(item) + ")");
         ctx.mailbox.clear();
       } else {
         cfg.mailboxes.push_back(detail::read_mailbox(ctx, item, i));
@@ -194,15 +199,19 @@ std::string diagnostic::to_string() const {
   return out;
 }
 
-bool load_result::ok() const { return error_count() == 0; }
+bool load_result::ok() const {
+  return error_count() == 0;
+}
 
 std::size_t load_result::error_count() const {
   return static_cast<std::size_t>(
       std::count_if(diagnostics.begin(), diagnostics.end(),
-                     [](const diagnostic& d) { return d.lvl == diagnostic::level::error; }));
+                    [](const diagnostic& d) { return d.lvl == diagnostic::level::error; }));
 }
 
-std::size_t load_result::warning_count() const { return diagnostics.size() - error_count(); }
+std::size_t load_result::warning_count() const {
+  return diagnostics.size() - error_count();
+}
 
 load_result load_string(std::string_view text, const std::string& file_name, env_lookup env,
                         const std::string& base_dir) {
@@ -268,10 +277,9 @@ load_result load_string(std::string_view text, const std::string& file_name, env
   }
   scrub(result.diagnostics, secrets, erb.inserted_values);
   // File order reads best; problems of the whole file (line 0) come first.
-  std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(),
-                   [](const diagnostic& a, const diagnostic& b) {
-                     return a.where.line < b.where.line;
-                   });
+  std::stable_sort(
+      result.diagnostics.begin(), result.diagnostics.end(),
+      [](const diagnostic& a, const diagnostic& b) { return a.where.line < b.where.line; });
   if (result.ok()) result.cfg = std::move(cfg);
   return result;
 }

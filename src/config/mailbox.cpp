@@ -127,13 +127,16 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
   // The label needs email and name, known before any diagnostic; without
   // both (or with odd types) the mailbox is named by its position.
   for (auto it = node.begin(); it != node.end(); ++it) {
-    if (!it->first.IsScalar() || !it->second.IsScalar()) continue;
-    const std::string& k = it->first.Scalar();
-    if ((k == "email" || k == ":email") && mb.email.empty()) mb.email = it->second.Scalar();
-    if ((k == "name" || k == ":name") && mb.name.empty()) mb.name = it->second.Scalar();
+    // Copies: the iterator's pair is a temporary.
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
+    if (!key.IsScalar() || !value.IsScalar()) continue;
+    const std::string k = key.Scalar();
+    if ((k == "email" || k == ":email") && mb.email.empty()) mb.email = value.Scalar();
+    if ((k == "name" || k == ":name") && mb.name.empty()) mb.name = value.Scalar();
   }
-  ctx.mailbox = !mb.email.empty() && !mb.name.empty() ? mb.label()
-                                                      : fmt::format("mailboxes[{}]", index);
+  ctx.mailbox =
+      !mb.email.empty() && !mb.name.empty() ? mb.label() : fmt::format("mailboxes[{}]", index);
   map_view m(ctx, node, "");
   mb.where = {ctx.file(), m.line()};
 
@@ -145,8 +148,9 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
                 "Microsoft Graph inboxes are not supported yet");
     } else if (inbox != "imap") {
       auto* e = m.get("inbox_method");
-      ctx.warning(e->line, "inbox_method",
-                  "unknown inbox_method " + ctx.shown(e->value) + ": using IMAP, as mail_room does");
+      ctx.warning(
+          e->line, "inbox_method",
+          "unknown inbox_method " + ctx.shown(e->value) + ": using IMAP, as mail_room does");
     }
   }
   if (inbox != "microsoft_graph") {
@@ -154,10 +158,11 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
       if (e->value.IsMap()) {
         // client_secret of a Graph block must not leak through later messages.
         for (auto it = e->value.begin(); it != e->value.end(); ++it) {
-          const auto& k = it->first;
+          const YAML::Node k = it->first;  // a copy: the iterator's pair is a temporary
+          const YAML::Node v = it->second;
           if (k.IsScalar() && (k.Scalar() == "client_secret" || k.Scalar() == ":client_secret") &&
-              it->second.IsScalar()) {
-            ctx.add_secret(it->second.Scalar());
+              v.IsScalar()) {
+            ctx.add_secret(v.Scalar());
           }
         }
       }

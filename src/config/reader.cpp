@@ -19,7 +19,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-bool is_quoted(const YAML::Node& n) { return n.Tag() == "!"; }
+bool is_quoted(const YAML::Node& n) {
+  return n.Tag() == "!";
+}
 
 std::optional<bool> plain_bool(const YAML::Node& n) {
   if (!n.IsScalar() || is_quoted(n)) return std::nullopt;
@@ -59,8 +61,7 @@ map_view::entry* scalar_entry(map_view& m, std::string_view key, null_means nm,
   if (e == nullptr) return nullptr;
   if (e->value.IsNull()) {
     if (nm == null_means::error) {
-      m.ctx.error(e->line, m.path_of(key),
-                  "must not be null (remove the key to use the default)");
+      m.ctx.error(e->line, m.path_of(key), "must not be null (remove the key to use the default)");
     }
     return nullptr;
   }
@@ -145,11 +146,16 @@ void context::add(diagnostic::level lvl, int line, std::string key, std::string 
 
 std::string describe_kind(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Undefined: return "nothing";
-    case YAML::NodeType::Scalar: break;
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Undefined:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      break;
   }
   if (is_quoted(n)) return "a quoted string";
   if (plain_bool(n)) return "a boolean";
@@ -357,9 +363,9 @@ bool read_seconds(map_view& m, std::string_view key, double lo, double hi, doubl
     return false;
   }
   if (v < lo || v > hi) {
-    m.ctx.error(e->line, m.path_of(key),
-                fmt::format("must be between {} and {} seconds (got {})", lo, hi,
-                            m.ctx.shown(e->value)));
+    m.ctx.error(
+        e->line, m.path_of(key),
+        fmt::format("must be between {} and {} seconds (got {})", lo, hi, m.ctx.shown(e->value)));
     return false;
   }
   out = v;

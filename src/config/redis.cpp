@@ -36,9 +36,8 @@ int hex_value(char c) {
 // "localhost" almost certainly is not.
 bool looks_like_address(std::string_view host) {
   if (host == "localhost" || host.find(':') != std::string_view::npos) return true;
-  return !host.empty() && std::all_of(host.begin(), host.end(), [](unsigned char c) {
-    return std::isdigit(c) || c == '.';
-  });
+  return !host.empty() && std::all_of(host.begin(), host.end(),
+                                      [](unsigned char c) { return std::isdigit(c) || c == '.'; });
 }
 
 }  // namespace

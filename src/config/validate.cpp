@@ -53,8 +53,8 @@ bool strict_base64_decode(std::string_view in, std::string& out) {
       if (v[k] < 0) return false;
     }
     const unsigned bits = (static_cast<unsigned>(v[0]) << 18) |
-                          (static_cast<unsigned>(v[1]) << 12) |
-                          (static_cast<unsigned>(v[2]) << 6) | static_cast<unsigned>(v[3]);
+                          (static_cast<unsigned>(v[1]) << 12) | (static_cast<unsigned>(v[2]) << 6) |
+                          static_cast<unsigned>(v[3]);
     // Ruby's strict decoder also rejects non-zero bits left over by padding.
     if ((pad == 1 && (bits & 0xff) != 0) || (pad == 2 && (bits & 0xffff) != 0)) return false;
     out += static_cast<char>((bits >> 16) & 0xff);
@@ -140,7 +140,7 @@ void check_mailboxes(context& ctx, const std::vector<mailbox>& mailboxes) {
       const auto& a = mailboxes[j];
       const auto& b = mailboxes[i];
       if (a.email == b.email && a.name == b.name && a.host == b.host && a.port == b.port &&
-          !a.email.empty()) {
+          !a.email.empty() && !a.name.empty()) {
         ctx.mailbox = b.label();
         ctx.warning(b.where.line, "",
                     fmt::format("the same folder is also watched by the mailbox at line {}: "

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/message.hpp"
+#include "delivery/errc.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
@@ -10,18 +11,6 @@
 #include <string>
 
 namespace mailroom::delivery {
-
-enum class errc {
-  target_unavailable = 1,  // retriable: connection refused/reset, Redis down
-  timed_out,               // retriable: no answer in time
-  rejected,                // retriable later: the target answered but did not accept (HTTP non-2xx)
-  bad_message,             // not retriable as is: cannot be encoded for the target
-  misconfigured,           // not retriable: e.g. unreadable JWT secret
-};
-const boost::system::error_category& delivery_category();
-inline boost::system::error_code make_error_code(errc e) {
-  return {static_cast<int>(e), delivery_category()};
-}
 
 struct result {
   boost::system::error_code ec;  // empty: acknowledged by the target
@@ -38,6 +27,3 @@ class deliverer {
 };
 
 }  // namespace mailroom::delivery
-
-template <>
-struct boost::system::is_error_code_enum<mailroom::delivery::errc> : std::true_type {};

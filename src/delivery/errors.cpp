@@ -1,4 +1,4 @@
-#include "delivery/errc_core.hpp"
+#include "delivery/errc.hpp"
 
 #include <string>
 
@@ -10,16 +10,16 @@ class category final : public boost::system::error_category {
  public:
   const char* name() const noexcept override { return "mailroom.delivery"; }
   std::string message(int ev) const override {
-    switch (ev) {
-      case core_errc::target_unavailable:
+    switch (static_cast<errc>(ev)) {
+      case errc::target_unavailable:
         return "delivery target unavailable";
-      case core_errc::timed_out:
+      case errc::timed_out:
         return "delivery timed out";
-      case core_errc::rejected:
+      case errc::rejected:
         return "delivery rejected by the target";
-      case core_errc::bad_message:
+      case errc::bad_message:
         return "message cannot be encoded for the delivery target";
-      case core_errc::misconfigured:
+      case errc::misconfigured:
         return "delivery misconfigured";
     }
     return "unknown delivery error";

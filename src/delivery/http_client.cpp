@@ -164,6 +164,8 @@ http_client::outcome http_client::run(const http_request& req) {
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_buffer);
   curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  // HTTP/1.1 like Net::HTTP, also over TLS where curl would offer HTTP/2.
+  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   // Several threads use curl; signals (for DNS timeouts) are not safe then.
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   // No CURLOPT_PROXY: curl then takes the proxy from the environment, as

@@ -6,6 +6,8 @@
 // connect/total timeouts. curl's easy interface blocks, and the service runs
 // one event loop that must never block, so each request runs on a small pool
 // owned by the client and completes back on the awaiting coroutine's executor.
+// Like mail_room's Faraday/Net::HTTP: HTTP/1.1, a new connection per request,
+// redirects not followed.
 #pragma once
 
 #include "config/model.hpp"

@@ -1,6 +1,6 @@
 #include "delivery/jwt.hpp"
 
-#include "delivery/errc_core.hpp"
+#include "delivery/errc.hpp"
 #include "delivery/job.hpp"
 
 #include <openssl/crypto.h>
@@ -114,7 +114,7 @@ boost::system::result<std::string> load_jwt_key(const std::string& path,
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     error_detail = "cannot read JWT secret file " + path + ": " + std::strerror(errno);
-    return make_core_error_code(core_errc::misconfigured);
+    return make_error_code(errc::misconfigured);
   }
   std::string text;
   char buf[4096];
@@ -127,7 +127,7 @@ boost::system::result<std::string> load_jwt_key(const std::string& path,
   if (read_error) {
     wipe(text);
     error_detail = "cannot read JWT secret file " + path + ": " + std::strerror(saved_errno);
-    return make_core_error_code(core_errc::misconfigured);
+    return make_error_code(errc::misconfigured);
   }
 
   // Ruby's String#chomp: one trailing "\r\n", "\n" or "\r".
@@ -142,11 +142,11 @@ boost::system::result<std::string> load_jwt_key(const std::string& path,
   if (!decoded) {
     wipe(key);
     error_detail = "JWT secret file " + path + " does not hold strict base64";
-    return make_core_error_code(core_errc::misconfigured);
+    return make_error_code(errc::misconfigured);
   }
   if (key.empty()) {
     error_detail = "JWT secret file " + path + " is empty";
-    return make_core_error_code(core_errc::misconfigured);
+    return make_error_code(errc::misconfigured);
   }
   return key;
 }

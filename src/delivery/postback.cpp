@@ -1,6 +1,6 @@
 #include "delivery/postback.hpp"
 
-#include "delivery/errc_core.hpp"
+#include "delivery/errc.hpp"
 #include "delivery/job.hpp"
 #include "delivery/jwt.hpp"
 
@@ -16,11 +16,6 @@
 
 namespace mailroom::delivery {
 
-static_assert(static_cast<int>(errc::target_unavailable) == core_errc::target_unavailable);
-static_assert(static_cast<int>(errc::timed_out) == core_errc::timed_out);
-static_assert(static_cast<int>(errc::rejected) == core_errc::rejected);
-static_assert(static_cast<int>(errc::bad_message) == core_errc::bad_message);
-static_assert(static_cast<int>(errc::misconfigured) == core_errc::misconfigured);
 
 std::string url_without_userinfo(const std::string& url) {
   const std::size_t scheme_end = url.find("://");

@@ -57,9 +57,9 @@ boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m)
                                  ec.message(), client_->last_error())};
   }
   if (r->k != redis::reply::kind::integer) {
-    co_return result{errc::target_unavailable,
-                     fmt::format("LPUSH {} to {}: {}", queue_key_, client_->describe(),
-                                 redis::to_string(*r))};
+    co_return result{
+        errc::target_unavailable,
+        fmt::format("LPUSH {} to {}: {}", queue_key_, client_->describe(), redis::to_string(*r))};
   }
   // mail_room's line, without context (lib/mail_room/delivery/sidekiq.rb).
   log::fields f;

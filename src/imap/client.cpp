@@ -220,8 +220,9 @@ asio::awaitable<error_code> client::connect_and_login(
   auto r = co_await run(login, {});
   if (!r) co_return r.error();
   if (r->st != status::ok)
-    co_return fail(client_errc::auth_failed, std::string("LOGIN ") + status_name(r->st) + ": " +
-                                                 r->text);
+    co_return fail(client_errc::auth_failed,
+                   std::string("LOGIN ") + status_name(r->st) +
+                       (r->code ? " [" + r->code->name + "]" : std::string()) + ": " + r->text);
   if (!r->code || r->code->name != "CAPABILITY") {
     // Capabilities may differ once authenticated (RFC 3501 §6.2.3).
     auto c = co_await run(command_builder("CAPABILITY"), {});

@@ -2,13 +2,13 @@
 
 #include "redis/resp/encoder.hpp"
 
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
 
 #include <algorithm>
 #include <charconv>
@@ -86,8 +86,7 @@ asio::awaitable<boost::system::result<reply>> read_reply(net::stream& st, resp_p
 asio::awaitable<boost::system::result<reply>> exchange(net::stream& st, resp_parser& parser,
                                                        std::vector<char>& buf,
                                                        std::vector<std::string> args,
-                                                       net::duration timeout,
-                                                       std::string& detail) {
+                                                       net::duration timeout, std::string& detail) {
   std::string out;
   append_command(out, args);
   if (error_code ec = co_await st.write_all(asio::buffer(out), timeout)) {
@@ -151,9 +150,9 @@ struct client::state {
     if (connecting != nullptr) connecting->close();
   }
 
-  void fail_all(error_code ec) {
-    for (auto& r : in_flight) r->finish(ec);
-    in_flight.clear();
+  // Fails what has not been written yet. `in_flight` belongs to the runner,
+  // which fails it when its aborted read or write returns.
+  void fail_queued(error_code ec) {
     for (auto& r : queued) r->finish(ec);
     queued.clear();
     outbox.clear();
@@ -172,7 +171,7 @@ struct client::state {
   std::unique_ptr<resp_parser> parser;
   std::string address;
   std::chrono::steady_clock::time_point resolved_at;  // when Sentinel last named `address`
-  net::stream* connecting = nullptr;  // master or sentinel stream during setup
+  net::stream* connecting = nullptr;                  // master or sentinel stream during setup
   std::shared_ptr<asio::ssl::context> tls_ctx;
   std::vector<std::size_t> sentinel_order;  // the last sentinel that answered goes first
 
@@ -196,7 +195,7 @@ asio::awaitable<void> client::state::run(std::shared_ptr<state> self) {
   try {
     while (!s.queued.empty()) {
       if (s.closing) {
-        s.fail_all(asio::error::operation_aborted);
+        s.fail_queued(asio::error::operation_aborted);
         break;
       }
       if (s.conn && s.target.uses_sentinel()) co_await s.recheck_master();
@@ -204,7 +203,7 @@ asio::awaitable<void> client::state::run(std::shared_ptr<state> self) {
         if (error_code ec = co_await s.connect()) {
           // Everything queued meanwhile fails too: the server is unreachable
           // now, and the next call tries again.
-          s.fail_all(s.unless_closing(ec));
+          s.fail_queued(s.unless_closing(ec));
           continue;
         }
       }
@@ -219,7 +218,8 @@ asio::awaitable<void> client::state::run(std::shared_ptr<state> self) {
       }
       bool demoted = false;
       while (!ec && !s.in_flight.empty()) {
-        request& req = *s.in_flight.front();
+        const std::shared_ptr<request> front = s.in_flight.front();
+        request& req = *front;
         while (req.replies.size() < req.expected) {
           auto r = co_await read_reply(*s.conn, *s.parser, s.read_buf, s.opts.command_timeout,
                                        s.last_error);
@@ -248,7 +248,9 @@ asio::awaitable<void> client::state::run(std::shared_ptr<state> self) {
   } catch (const std::exception& e) {
     // Not expected (allocation failure); never leave a caller waiting forever.
     s.last_error = e.what();
-    s.fail_all(errc::connection_failed);
+    for (auto& r : s.in_flight) r->finish(errc::connection_failed);
+    s.in_flight.clear();
+    s.fail_queued(errc::connection_failed);
     s.disconnect();
   }
   s.running = false;
@@ -265,6 +267,7 @@ asio::awaitable<void> client::state::recheck_master() {
   }
   const std::string saved_error = last_error;
   for (const std::size_t idx : sentinel_order) {
+    if (closing) break;
     std::string host;
     std::uint16_t port = 0;
     if (co_await ask_sentinel(target.sentinels[idx], host, port)) continue;
@@ -314,14 +317,12 @@ asio::awaitable<error_code> client::state::connect_via_sentinel() {
     if (!failures.empty()) failures += "; ";
     failures += last_error;
   }
-  last_error =
-      fmt::format("no master named '{}' from the sentinels: {}", target.host, failures);
+  last_error = fmt::format("no master named '{}' from the sentinels: {}", target.host, failures);
   co_return error_code(errc::no_master);
 }
 
 asio::awaitable<error_code> client::state::ask_sentinel(const config::sentinel_endpoint& sentinel,
-                                                        std::string& host,
-                                                        std::uint16_t& port) {
+                                                        std::string& host, std::uint16_t& port) {
   const std::string where = "sentinel " + host_port(sentinel.host, sentinel.port);
   net::stream st(ex);
   connecting_guard guard(*this, &st);
@@ -382,8 +383,8 @@ asio::awaitable<error_code> client::state::ask_sentinel(const config::sentinel_e
   co_return error_code{};
 }
 
-asio::awaitable<error_code> client::state::open_master(const std::string& host,
-                                                       std::uint16_t port, bool check_role) {
+asio::awaitable<error_code> client::state::open_master(const std::string& host, std::uint16_t port,
+                                                       bool check_role) {
   const std::string where = host_port(host, port);
   auto st = std::make_unique<net::stream>(ex);
   connecting_guard guard(*this, st.get());
@@ -446,8 +447,7 @@ asio::awaitable<error_code> client::state::open_master(const std::string& host,
     // answer stands (an error reply). A wrong role means the answer is stale.
     if (!r->is_error()) {
       const bool master = r->k == reply::kind::array && !r->elements.empty() &&
-                          r->elements[0].k == reply::kind::bulk &&
-                          r->elements[0].str == "master";
+                          r->elements[0].k == reply::kind::bulk && r->elements[0].str == "master";
       if (!master) {
         last_error = fmt::format("{} is not a master: ROLE {}", where, to_string(*r));
         co_return error_code(errc::no_master);
@@ -466,7 +466,7 @@ client::client(asio::any_io_executor ex, config::redis_target target, client_opt
 client::~client() {
   state_->closing = true;
   state_->abort_io();
-  state_->fail_all(asio::error::operation_aborted);
+  state_->fail_queued(asio::error::operation_aborted);
 }
 
 asio::awaitable<boost::system::result<std::vector<reply>>> client::pipeline(
@@ -476,8 +476,9 @@ asio::awaitable<boost::system::result<std::vector<reply>>> client::pipeline(
   if (commands.empty()) co_return std::vector<reply>{};
   for (const auto& c : commands) {
     // Redis answers nothing to an empty array: the reply would never come.
-    if (c.empty()) co_return error_code(boost::system::errc::invalid_argument,
-                                        boost::system::generic_category());
+    if (c.empty())
+      co_return error_code(boost::system::errc::invalid_argument,
+                           boost::system::generic_category());
   }
   auto req = std::make_shared<request>(s->ex, commands.size());
   for (const auto& c : commands) append_command(s->outbox, c);
@@ -512,7 +513,7 @@ asio::awaitable<void> client::close() {
     co_await s->idle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   s->disconnect();
-  s->fail_all(asio::error::operation_aborted);
+  s->fail_queued(asio::error::operation_aborted);
   s->closing = false;
 }
 
@@ -522,10 +523,16 @@ std::string client::describe() const {
   return fmt::format("{}://{}/{}", t.tls ? "rediss" : "redis", host_port(t.host, t.port), t.db);
 }
 
-std::string client::connected_address() const { return state_->address; }
+std::string client::connected_address() const {
+  return state_->address;
+}
 
-std::string client::last_error() const { return state_->last_error; }
+std::string client::last_error() const {
+  return state_->last_error;
+}
 
-const config::redis_target& client::target() const { return state_->target; }
+const config::redis_target& client::target() const {
+  return state_->target;
+}
 
 }  // namespace mailroom::redis

@@ -26,6 +26,7 @@ def jwt_secret(workdir):
     key = os.urandom(32)
     path = workdir / "incoming_email_webhook_secret"
     path.write_text(base64.b64encode(key).decode() + "\n")
+    path.chmod(0o600)
     return str(path), key
 
 

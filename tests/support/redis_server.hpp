@@ -135,8 +135,8 @@ class child_process {
     cargv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
     pid_t pid = 0;
     const int rc = posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
@@ -223,13 +223,9 @@ class redis_server {
 
   // (Re)starts on the same port and waits until PING answers.
   void start() {
-    std::vector<std::string> argv{"/usr/bin/redis-server",
-                                  "--port", std::to_string(port_),
-                                  "--bind", "127.0.0.1",
-                                  "--save", "",
-                                  "--appendonly", "no",
-                                  "--daemonize", "no",
-                                  "--dir", dir_.path().string(),
+    std::vector<std::string> argv{"/usr/bin/redis-server", "--port", std::to_string(port_),
+                                  "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                  "--daemonize", "no", "--dir", dir_.path().string(),
                                   // Without this the first replica sync waits 5 s
                                   // (dependencies-and-test-servers pitfall 9).
                                   "--repl-diskless-sync-delay", "0"};
@@ -256,9 +252,9 @@ class redis_server {
       auto r = raw_command(port_, {"PING"}, admin_auth(), std::chrono::milliseconds(500));
       return r && r->is_simple("PONG");
     });
-    if (!up) throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                                      " did not come up; see " +
-                                      (dir_.path() / "redis.log").string());
+    if (!up)
+      throw std::runtime_error("redis-server on port " + std::to_string(port_) +
+                               " did not come up; see " + (dir_.path() / "redis.log").string());
   }
 
   // SIGKILL: the connection drops without a goodbye, like a crash.
@@ -317,8 +313,9 @@ class redis_sentinel {
       auto r = master_address();
       return r.has_value();
     });
-    if (!up) throw std::runtime_error("redis-sentinel did not come up; see " +
-                                      (dir_.path() / "sentinel.log").string());
+    if (!up)
+      throw std::runtime_error("redis-sentinel did not come up; see " +
+                               (dir_.path() / "sentinel.log").string());
   }
 
   std::uint16_t port() const { return port_; }

@@ -17,37 +17,16 @@ bool is_ctl(char c) noexcept {
 }  // namespace
 
 bool is_atom_char(char c) noexcept {
-  const auto u = static_cast<unsigned char>(c);
-  if (u >= 0x80 || is_ctl(c)) return false;
-  switch (c) {
-    case '(':
-    case ')':
-    case '{':
-    case ' ':  // atom-specials
-    case '%':
-    case '*':  // list-wildcards
-    case '"':
-    case '\\':  // quoted-specials
-    case ']':   // resp-specials
-      return false;
-    default:
-      return true;
-  }
+  // atom-specials minus CTL, which is checked separately: "(" ")" "{" SP,
+  // list-wildcards "%" "*", quoted-specials DQUOTE and "\", resp-specials "]".
+  constexpr std::string_view specials = "(){ %*\"\\]";
+  return static_cast<unsigned char>(c) < 0x80 && !is_ctl(c) &&
+         specials.find(c) == std::string_view::npos;
 }
 
 bool is_value_atom_char(char c) noexcept {
-  if (is_ctl(c)) return false;
-  switch (c) {
-    case '(':
-    case ')':
-    case '{':
-    case ' ':
-    case '"':
-    case '[':
-      return false;
-    default:
-      return true;
-  }
+  constexpr std::string_view stops = "(){ \"[";
+  return !is_ctl(c) && stops.find(c) == std::string_view::npos;
 }
 
 void value_reader::reset() {

@@ -9,11 +9,11 @@
 namespace mailroom::redis {
 
 enum class resp_errc {
-  malformed = 1,       // not RESP2: unknown type byte, bad number, missing CRLF
-  line_too_long,       // a header/simple line exceeds resp_limits::max_line_length
-  bulk_too_long,       // a bulk string announces more than resp_limits::max_bulk_length
-  too_many_elements,   // an array announces more than resp_limits::max_array_elements
-  too_deep,            // arrays nested deeper than resp_limits::max_depth
+  malformed = 1,      // not RESP2: unknown type byte, bad number, missing CRLF
+  line_too_long,      // a header/simple line exceeds resp_limits::max_line_length
+  bulk_too_long,      // a bulk string announces more than resp_limits::max_bulk_length
+  too_many_elements,  // an array announces more than resp_limits::max_array_elements
+  too_deep,           // arrays nested deeper than resp_limits::max_depth
 };
 
 const boost::system::error_category& resp_category();

@@ -27,7 +27,7 @@ namespace mailroom::redis {
 struct resp_limits {
   std::size_t max_bulk_length = 64 * 1024 * 1024;
   std::size_t max_array_elements = 1024 * 1024;
-  std::size_t max_depth = 16;  // a top-level array is depth 1
+  std::size_t max_depth = 16;               // a top-level array is depth 1
   std::size_t max_line_length = 64 * 1024;  // type byte and CRLF excluded
 };
 

@@ -14,9 +14,9 @@ struct reply {
   enum class kind { simple, error, integer, bulk, null, array };
 
   kind k = kind::null;
-  std::string str;                   // simple, error, bulk
-  std::int64_t integer = 0;          // integer
-  std::vector<reply> elements;       // array
+  std::string str;              // simple, error, bulk
+  std::int64_t integer = 0;     // integer
+  std::vector<reply> elements;  // array
 
   bool is_error() const { return k == kind::error; }
   bool is_null() const { return k == kind::null; }

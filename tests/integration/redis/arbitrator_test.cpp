@@ -6,8 +6,8 @@
 #include "fake_server.hpp"
 #include "support/redis_server.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 
 #include <memory>
 #include <string>
@@ -20,8 +20,7 @@ using redis::reply;
 using test_support::redis_server;
 using test_support::run_async;
 
-claim_request req(std::uint32_t uid, std::string mailbox = "inbox",
-                  std::uint32_t uidvalidity = 7) {
+claim_request req(std::uint32_t uid, std::string mailbox = "inbox", std::uint32_t uidvalidity = 7) {
   return claim_request{.mailbox_email = "incoming@example.com",
                        .mailbox_name = std::move(mailbox),
                        .uidvalidity = uidvalidity,

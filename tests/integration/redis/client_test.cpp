@@ -3,10 +3,13 @@
 #include "async_helpers.hpp"
 #include "support/redis_server.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
-#include <gtest/gtest.h>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <numeric>
@@ -236,11 +239,14 @@ TEST_F(RedisClient, ConnectionRefusedFailsEveryWaitingCaller) {
   client c(ctx.get_executor(), local_target(port), fast_options());
   std::vector<boost::system::error_code> errors;
   for (int i = 0; i < 5; ++i) {
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      std::vector<std::string> args{"PING"};
-      auto r = co_await c.command(std::move(args));
-      errors.push_back(r.has_value() ? boost::system::error_code{} : r.error());
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          std::vector<std::string> args{"PING"};
+          auto r = co_await c.command(std::move(args));
+          errors.push_back(r.has_value() ? boost::system::error_code{} : r.error());
+        },
+        asio::detached);
   }
   ctx.run();
   ASSERT_EQ(errors.size(), 5u);
@@ -255,28 +261,31 @@ TEST_F(RedisClient, ConcurrentCallersGetTheirOwnReplies) {
   int mismatches = 0;
   int failures = 0;
   for (int i = 0; i < n; ++i) {
-    asio::co_spawn(ctx, [&, i]() -> asio::awaitable<void> {
-      std::vector<std::string> incr{"INCR", "counter"};
-      auto r = co_await c.command(std::move(incr));
-      if (!r.has_value() || r->k != reply::kind::integer) {
-        ++failures;
-        co_return;
-      }
-      incr_results.push_back(r->integer);
-      // Then a SET/GET pair per caller, interleaved with everyone else's.
-      const std::string key = "key:" + std::to_string(i);
-      const std::string value = "value-" + std::to_string(i * 7919);
-      std::vector<std::string> set{"SET", key, value};
-      auto s = co_await c.command(std::move(set));
-      if (!s.has_value() || !s->is_simple("OK")) ++failures;
-      std::vector<std::string> get{"GET", key};
-      auto g = co_await c.command(std::move(get));
-      if (!g.has_value()) {
-        ++failures;
-      } else if (*g != reply::bulk(value)) {
-        ++mismatches;
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          std::vector<std::string> incr{"INCR", "counter"};
+          auto r = co_await c.command(std::move(incr));
+          if (!r.has_value() || r->k != reply::kind::integer) {
+            ++failures;
+            co_return;
+          }
+          incr_results.push_back(r->integer);
+          // Then a SET/GET pair per caller, interleaved with everyone else's.
+          const std::string key = "key:" + std::to_string(i);
+          const std::string value = "value-" + std::to_string(i * 7919);
+          std::vector<std::string> set{"SET", key, value};
+          auto s = co_await c.command(std::move(set));
+          if (!s.has_value() || !s->is_simple("OK")) ++failures;
+          std::vector<std::string> get{"GET", key};
+          auto g = co_await c.command(std::move(get));
+          if (!g.has_value()) {
+            ++failures;
+          } else if (*g != reply::bulk(value)) {
+            ++mismatches;
+          }
+        },
+        asio::detached);
   }
   ctx.run();
   EXPECT_EQ(failures, 0) << c.last_error();
@@ -312,6 +321,33 @@ TEST_F(RedisClient, CloseFailsNothingWhenIdleAndAllowsReuse) {
   auto r = run_command(ctx, c, {"PING"});
   ASSERT_TRUE(r.has_value()) << c.last_error();
   EXPECT_TRUE(r->is_simple("PONG"));
+}
+
+// A caller that gives up (cancellation) must not shift replies: the
+// abandoned command's reply is read and dropped, the next caller gets its own.
+TEST_F(RedisClient, CancelledCallerDoesNotShiftReplies) {
+  using namespace asio::experimental::awaitable_operators;
+  redis_server server;
+  client c(ctx.get_executor(), local_target(server.port()), fast_options());
+  ASSERT_TRUE(run_command(ctx, c, {"PING"}).has_value());
+  bool cancelled = false;
+  boost::system::result<reply> after = reply::nil();
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        std::vector<std::string> slow{"BLPOP", "nothing-here", "0.3"};
+        asio::steady_timer t(ctx, std::chrono::milliseconds(50));
+        auto which = co_await (c.command(std::move(slow)) || t.async_wait(asio::use_awaitable));
+        cancelled = which.index() == 1;
+        std::vector<std::string> echo{"ECHO", "mine"};
+        after = co_await c.command(std::move(echo));
+      },
+      asio::detached);
+  ctx.restart();
+  ctx.run();
+  EXPECT_TRUE(cancelled);
+  ASSERT_TRUE(after.has_value()) << c.last_error();
+  EXPECT_EQ(*after, reply::bulk("mine"));
 }
 
 TEST(RedisClientDescribe, NeverShowsThePassword) {

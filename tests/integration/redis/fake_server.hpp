@@ -22,7 +22,8 @@ using asio::ip::tcp;
 // `respond` return what to send back ("" sends nothing).
 class fake_server {
  public:
-  fake_server(asio::io_context& ctx, std::function<std::string(const std::string& received)> respond)
+  fake_server(asio::io_context& ctx,
+              std::function<std::string(const std::string& received)> respond)
       : acceptor_(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)),
         respond_(std::move(respond)) {
     asio::co_spawn(ctx, serve(), asio::detached);
@@ -44,8 +45,8 @@ class fake_server {
     socket_.emplace(std::move(s));
     char buf[4096];
     for (;;) {
-      const std::size_t n =
-          co_await socket_->async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      const std::size_t n = co_await socket_->async_read_some(
+          asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;
       received_.append(buf, n);
       const std::string out = respond_(received_);

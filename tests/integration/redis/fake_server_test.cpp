@@ -5,12 +5,12 @@
 #include "async_helpers.hpp"
 #include "fake_server.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <gtest/gtest.h>
 
 #include <string>
 
@@ -98,9 +98,8 @@ TEST(RedisFakeServer, SilentServerTimesOut) {
 
 TEST(RedisFakeServer, GarbageIsAProtocolErrorAndDropsTheConnection) {
   asio::io_context ctx;
-  fake_server server(ctx, [](const std::string&) {
-    return std::string("HTTP/1.1 400 Bad Request\r\n\r\n");
-  });
+  fake_server server(
+      ctx, [](const std::string&) { return std::string("HTTP/1.1 400 Bad Request\r\n\r\n"); });
   client c(ctx.get_executor(), target_for(server.port()));
   auto r = run_against(ctx, server, c, {"PING"});
   ASSERT_FALSE(r.has_value());
@@ -125,21 +124,56 @@ TEST(RedisFakeServer, CloseAbortsAPendingCommand) {
   fake_server server(ctx, [](const std::string&) { return std::string(); });
   client c(ctx.get_executor(), target_for(server.port()));
   boost::system::error_code got;
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-    std::vector<std::string> args{"BLPOP", "q", "0"};
-    auto r = co_await c.command(std::move(args));
-    got = r.has_value() ? boost::system::error_code{} : r.error();
-  }, asio::detached);
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-    asio::steady_timer t(ctx, std::chrono::milliseconds(100));
-    co_await t.async_wait(asio::use_awaitable);
-    co_await c.close();
-    server.stop();
-  }, asio::detached);
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        std::vector<std::string> args{"BLPOP", "q", "0"};
+        auto r = co_await c.command(std::move(args));
+        got = r.has_value() ? boost::system::error_code{} : r.error();
+      },
+      asio::detached);
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ctx, std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::use_awaitable);
+        co_await c.close();
+        server.stop();
+      },
+      asio::detached);
   const auto start = std::chrono::steady_clock::now();
   ctx.run();
   EXPECT_EQ(got, asio::error::operation_aborted);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST(RedisFakeServer, DestroyingTheClientAbortsWaitingCallers) {
+  asio::io_context ctx;
+  fake_server server(ctx, [](const std::string&) { return std::string(); });
+  auto c = std::make_unique<client>(ctx.get_executor(), target_for(server.port()));
+  std::vector<boost::system::error_code> got;
+  for (int i = 0; i < 3; ++i) {
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          std::vector<std::string> args{"GET", "k"};
+          auto r = co_await c->command(std::move(args));
+          got.push_back(r.has_value() ? boost::system::error_code{} : r.error());
+        },
+        asio::detached);
+  }
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(ctx, std::chrono::milliseconds(100));
+        co_await t.async_wait(asio::use_awaitable);
+        c.reset();
+        server.stop();
+      },
+      asio::detached);
+  ctx.run();
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& ec : got) EXPECT_EQ(ec, asio::error::operation_aborted);
 }
 
 }  // namespace

@@ -4,8 +4,8 @@
 #include "async_helpers.hpp"
 #include "support/redis_server.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 
 #include <string>
 #include <thread>
@@ -43,7 +43,9 @@ client_options fast_options() {
   return o;
 }
 
-std::string local(std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+std::string local(std::uint16_t port) {
+  return "127.0.0.1:" + std::to_string(port);
+}
 
 // One primary, one synced replica, one sentinel that knows both.
 class RedisSentinel : public testing::Test {
@@ -94,8 +96,7 @@ TEST_F(RedisSentinel, UnknownMasterNameIsNoMaster) {
 
 TEST_F(RedisSentinel, NoReachableSentinelIsNoMaster) {
   client c(ctx.get_executor(),
-           sentinel_target({test_support::free_port(), test_support::free_port()}),
-           fast_options());
+           sentinel_target({test_support::free_port(), test_support::free_port()}), fast_options());
   std::vector<std::string> args{"PING"};
   auto r = run_async(ctx, c.command(std::move(args)));
   ASSERT_FALSE(r.has_value());
@@ -113,13 +114,15 @@ TEST_F(RedisSentinel, FollowsAFailover) {
 
   // Sentinel answers NOGOODSLAVE until it has seen the replica as healthy.
   ASSERT_TRUE(sentinel->wait_replicas(1));
-  ASSERT_TRUE(test_support::wait_until([&] {
-    auto r = sentinel->cmd({"SENTINEL", "FAILOVER", "mymaster"});
-    return r && r->is_simple("OK");
-  }, 100, std::chrono::milliseconds(100)));
-  ASSERT_TRUE(test_support::wait_until([&] {
-    return sentinel->master_address() == replica->port();
-  }, 200, std::chrono::milliseconds(50)));
+  ASSERT_TRUE(test_support::wait_until(
+      [&] {
+        auto r = sentinel->cmd({"SENTINEL", "FAILOVER", "mymaster"});
+        return r && r->is_simple("OK");
+      },
+      100, std::chrono::milliseconds(100)));
+  ASSERT_TRUE(
+      test_support::wait_until([&] { return sentinel->master_address() == replica->port(); }, 200,
+                               std::chrono::milliseconds(50)));
 
   // The client was connected to the old master, which keeps accepting writes
   // for ~10 s until Sentinel demotes it. The client re-asks Sentinel every

@@ -5,8 +5,8 @@
 #include "fake_server.hpp"
 #include "support/redis_server.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -34,8 +34,7 @@ mail_message message(std::string body) {
 }
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 class SidekiqDelivery : public testing::Test {
@@ -74,8 +73,8 @@ TEST_F(SidekiqDelivery, PushesMailRoomsJob) {
   const auto job = nlohmann::ordered_json::parse(raw);
   std::vector<std::string> keys;
   for (const auto& [k, v] : job.items()) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"class", "args", "queue", "jid", "retry",
-                                            "enqueued_at"}));
+  EXPECT_EQ(keys,
+            (std::vector<std::string>{"class", "args", "queue", "jid", "retry", "enqueued_at"}));
   EXPECT_EQ(job["class"], "EmailReceiverWorker");
   ASSERT_TRUE(job["args"].is_array());
   ASSERT_EQ(job["args"].size(), 1u);
@@ -128,7 +127,8 @@ TEST_F(SidekiqDelivery, InvalidUtf8IsConvertedNotRejected) {
   o.worker = "W";
   auto d = make(o);
   // ISO-8859-1 body: 0xE9 alone is not UTF-8.
-  auto r = run_async(ctx, d.deliver(message("Subject: caf\xe9\r\n\r\nd\xe9j\xe0 vu, tr\xe8s bien\r\n")));
+  auto r =
+      run_async(ctx, d.deliver(message("Subject: caf\xe9\r\n\r\nd\xe9j\xe0 vu, tr\xe8s bien\r\n")));
   ASSERT_TRUE(r.ok()) << r.detail;
   const auto job = nlohmann::json::parse(only_job("queue:default"));  // throws on invalid UTF-8
   const std::string arg = job["args"][0];

@@ -23,9 +23,9 @@ class temp_file {
                      std::filesystem::perms mode = std::filesystem::perms::owner_read |
                                                    std::filesystem::perms::owner_write) {
     static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("mailroom-config-test-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter++));
+    path_ =
+        std::filesystem::temp_directory_path() /
+        ("mailroom-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     std::ofstream(path_, std::ios::binary) << content;
     std::filesystem::permissions(path_, mode);
   }
@@ -53,7 +53,9 @@ inline env_lookup env_of(std::map<std::string, std::string> vars) {
 }
 
 // No environment at all: tests never depend on the runner's variables.
-inline env_lookup no_env() { return env_of({}); }
+inline env_lookup no_env() {
+  return env_of({});
+}
 
 inline load_result load(const std::string& yaml, env_lookup env = no_env(),
                         const std::string& base_dir = ".") {
@@ -81,9 +83,9 @@ inline const diagnostic* find_diag(const load_result& r, const std::string& need
 }
 
 // Asserts a diagnostic with exactly this to_string() exists.
-#define EXPECT_DIAG(result, text)                                                 \
-  EXPECT_NE(::mailroom::config::test::find_diag((result), (text)), nullptr)       \
-      << "expected a diagnostic containing: " << (text) << "\ngot:\n"             \
+#define EXPECT_DIAG(result, text)                                           \
+  EXPECT_NE(::mailroom::config::test::find_diag((result), (text)), nullptr) \
+      << "expected a diagnostic containing: " << (text) << "\ngot:\n"       \
       << ::mailroom::config::test::dump(result)
 
 // A minimal valid mailbox, for tests that change one thing.

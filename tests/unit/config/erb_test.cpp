@@ -115,11 +115,12 @@ TEST(erb, unsupported_expression_points_to_the_rendering_docs) {
   auto out = render("a: 1\nb: <%= Gitlab::MailRoom.enabled_configs %>\n<% if x %>\n");
   ASSERT_EQ(out.errors.size(), 2u);
   EXPECT_EQ(out.errors[0].line, 2);
-  EXPECT_EQ(out.errors[0].message.rfind("unsupported ERB expression `Gitlab::MailRoom.enabled_configs`: "
-                                        "mailroom evaluates only ENV[...], ENV.fetch(...) and "
-                                        "File.read(...) with .strip/.chomp/.to_json",
-                                        0),
-            0u)
+  EXPECT_EQ(
+      out.errors[0].message.rfind("unsupported ERB expression `Gitlab::MailRoom.enabled_configs`: "
+                                  "mailroom evaluates only ENV[...], ENV.fetch(...) and "
+                                  "File.read(...) with .strip/.chomp/.to_json",
+                                  0),
+      0u)
       << out.errors[0].message;
   EXPECT_NE(out.errors[0].message.find("Rendering GitLab's ERB config"), std::string::npos);
   EXPECT_EQ(out.errors[1].line, 3);
@@ -127,13 +128,12 @@ TEST(erb, unsupported_expression_points_to_the_rendering_docs) {
 }
 
 TEST(erb, other_unsupported_forms) {
-  for (const char* expr : {"ENV['X'].upcase", "ENV['X'] + 'a'", "File.read(path)",
-                           "ENV.fetch('X') { 'd' }", "\"#{ENV['X']}\"", "ENVX['A']",
-                           "ENV['X'].chomp('a')", "`id`"}) {
+  for (const char* expr :
+       {"ENV['X'].upcase", "ENV['X'] + 'a'", "File.read(path)", "ENV.fetch('X') { 'd' }",
+        "\"#{ENV['X']}\"", "ENVX['A']", "ENV['X'].chomp('a')", "`id`"}) {
     auto out = render(std::string("a: <%= ") + expr + " %>\n");
     ASSERT_EQ(out.errors.size(), 1u) << expr;
-    EXPECT_NE(out.errors[0].message.find("unsupported ERB expression"), std::string::npos)
-        << expr;
+    EXPECT_NE(out.errors[0].message.find("unsupported ERB expression"), std::string::npos) << expr;
   }
 }
 

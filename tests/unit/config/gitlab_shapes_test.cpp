@@ -19,37 +19,37 @@ constexpr const char* gitlab_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 // config/mail_room.yml as rendered for Omnibus with the webhook delivery
 // (the default since GitLab 15.3) and Redis arbitration.
 std::string rails_webhook(const std::string& secret_path) {
-  return
-      ":mailboxes:\n"
-      "  \n"
-      "  -\n"
-      "    :host: \"imap.example.com\"\n"
-      "    :port: 993\n"
-      "    :ssl: true\n"
-      "    :start_tls: false\n"
-      "    :email: \"incoming@example.com\"\n"
-      "    :password: \"imap-password\"\n"
-      "    :idle_timeout: 60\n"
-      "    :logger:\n"
-      "      :log_path: \"/var/log/gitlab/mailroom/mail_room_json.log\"\n"
-      "    :name: \"inbox\"\n"
-      "    :delete_after_delivery: true\n"
-      "    :expunge_deleted: false\n"
-      "    \n"
-      "    :delivery_method: postback\n"
-      "    :delivery_options:\n"
-      "      :delivery_url: \"https://gitlab.example.com/api/v4/internal/mail_room/incoming_email\"\n"
-      "      :content_type: \"text/plain\"\n"
-      "      :jwt_auth_header: \"Gitlab-Mailroom-Api-Request\"\n"
-      "      :jwt_issuer: \"gitlab-mailroom\"\n"
-      "      :jwt_algorithm: \"HS256\"\n"
-      "      :jwt_secret_path: \"" +
-      secret_path +
-      "\"\n"
-      "    :arbitration_method: redis\n"
-      "    :arbitration_options:\n"
-      "      :redis_url: \"unix:/var/opt/gitlab/redis/redis.socket\"\n"
-      "      :namespace: mail_room:gitlab\n";
+  return ":mailboxes:\n"
+         "  \n"
+         "  -\n"
+         "    :host: \"imap.example.com\"\n"
+         "    :port: 993\n"
+         "    :ssl: true\n"
+         "    :start_tls: false\n"
+         "    :email: \"incoming@example.com\"\n"
+         "    :password: \"imap-password\"\n"
+         "    :idle_timeout: 60\n"
+         "    :logger:\n"
+         "      :log_path: \"/var/log/gitlab/mailroom/mail_room_json.log\"\n"
+         "    :name: \"inbox\"\n"
+         "    :delete_after_delivery: true\n"
+         "    :expunge_deleted: false\n"
+         "    \n"
+         "    :delivery_method: postback\n"
+         "    :delivery_options:\n"
+         "      :delivery_url: "
+         "\"https://gitlab.example.com/api/v4/internal/mail_room/incoming_email\"\n"
+         "      :content_type: \"text/plain\"\n"
+         "      :jwt_auth_header: \"Gitlab-Mailroom-Api-Request\"\n"
+         "      :jwt_issuer: \"gitlab-mailroom\"\n"
+         "      :jwt_algorithm: \"HS256\"\n"
+         "      :jwt_secret_path: \"" +
+         secret_path +
+         "\"\n"
+         "    :arbitration_method: redis\n"
+         "    :arbitration_options:\n"
+         "      :redis_url: \"unix:/var/opt/gitlab/redis/redis.socket\"\n"
+         "      :namespace: mail_room:gitlab\n";
 }
 
 TEST(gitlab_shapes, rails_template_webhook) {
@@ -114,7 +114,8 @@ TEST(gitlab_shapes, rails_template_sidekiq_with_sentinels_and_ssl_params) {
       "      :redis_db: 0\n"
       "      :queue: \"default\"\n"
       "      :worker: \"EmailReceiverWorker\"\n"
-      "      :sentinels: [{\"host\":\"10.0.0.1\",\"port\":26379},{\"host\":\"10.0.0.2\",\"port\":26379}]\n"
+      "      :sentinels: "
+      "[{\"host\":\"10.0.0.1\",\"port\":26379},{\"host\":\"10.0.0.2\",\"port\":26379}]\n"
       "      :sentinel_password: \"sentinelpw\"\n"
       "    :arbitration_method: redis\n"
       "    :arbitration_options:\n"
@@ -359,6 +360,41 @@ TEST(gitlab_shapes, mail_room_readme_arbitration_example) {
   EXPECT_EQ(second.sentinels.at(0).host, "127.0.0.1");
   EXPECT_EQ(second.sentinels.at(0).port, 26379);
   EXPECT_EQ(second.key("delivered:7"), "mail_room:delivered:7");
+}
+
+// The Rails template itself needs Ruby: refused with advice, without a flood.
+TEST(gitlab_shapes, rails_erb_template_is_refused_with_advice) {
+  auto r = load(
+      ":mailboxes:\n"
+      "  <%\n"
+      "    require_relative \"../lib/gitlab/mail_room\" unless defined?(Gitlab::MailRoom)\n"
+      "    Gitlab::MailRoom.enabled_configs.each do |key, config|\n"
+      "  %>\n"
+      "    -\n"
+      "      :host: <%= config[:host].to_json %>\n"
+      "      :port: <%= config[:port].to_json %>\n"
+      "      :ssl: <%= config[:ssl].to_json %>\n"
+      "      :start_tls: <%= config[:start_tls].to_json %>\n"
+      "      :email: <%= config[:user].to_json %>\n"
+      "      :password: <%= config[:password].to_json %>\n"
+      "      :idle_timeout: <%= config[:idle_timeout].to_json %>\n"
+      "      :logger:\n"
+      "        :log_path: <%= config[:log_path].to_json %>\n"
+      "\n"
+      "      :name: <%= config[:mailbox].to_json %>\n"
+      "\n"
+      "      :delete_after_delivery: <%= config.fetch(:delete_after_delivery, true).to_json %>\n"
+      "      :expunge_deleted: <%= config[:expunge_deleted].to_json %>\n"
+      "\n"
+      "      <% if config[:inbox_method] %>\n"
+      "      :inbox_method: <%= config[:inbox_method] %>\n"
+      "      <% end %>\n");
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.diagnostics.size(), 6u) << test::dump(r);
+  EXPECT_EQ(r.diagnostics[0].where.line, 2);
+  EXPECT_NE(r.diagnostics[0].message.find("Rendering GitLab's ERB config"), std::string::npos);
+  EXPECT_DIAG(r, "config.yml:7: unsupported ERB expression `config[:host].to_json` (see line 2)");
+  EXPECT_DIAG(r, "config.yml:2: 10 more unsupported ERB expressions not listed");
 }
 
 }  // namespace

@@ -74,21 +74,27 @@ TEST(load, wrong_types_name_key_line_and_expected_type) {
                 "    delete_after_delivery: \"true\"\n"
                 "    idle_timeout: [1]\n"
                 "    limit_max_unread: 2.5\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: port: must be an integer (got a "
-                 "string)");
-  EXPECT_DIAG(r, "config.yml:7: mailbox alice@example.com/inbox: ssl: must be true, false or a "
-                 "mapping with verify_mode, ca_file, ca_path (got a string)");
-  EXPECT_DIAG(r, "config.yml:8: mailbox alice@example.com/inbox: delete_after_delivery: must be "
-                 "true or false (got a quoted string, which mail_room treats as true)");
-  EXPECT_DIAG(r, "config.yml:9: mailbox alice@example.com/inbox: idle_timeout: must be an integer "
-                 "(got a list)");
-  EXPECT_DIAG(r, "config.yml:10: mailbox alice@example.com/inbox: limit_max_unread: must be an "
-                 "integer (got a decimal number)");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: port: must be an integer (got a "
+              "string)");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox alice@example.com/inbox: ssl: must be true, false or a "
+              "mapping with verify_mode, ca_file, ca_path (got a string)");
+  EXPECT_DIAG(r,
+              "config.yml:8: mailbox alice@example.com/inbox: delete_after_delivery: must be "
+              "true or false (got a quoted string, which mail_room treats as true)");
+  EXPECT_DIAG(r,
+              "config.yml:9: mailbox alice@example.com/inbox: idle_timeout: must be an integer "
+              "(got a list)");
+  EXPECT_DIAG(r,
+              "config.yml:10: mailbox alice@example.com/inbox: limit_max_unread: must be an "
+              "integer (got a decimal number)");
   EXPECT_EQ(r.error_count(), 5u) << test::dump(r);
 
   r = load(noop + "    delivery_options: [a]\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: delivery_options: must be a "
-                 "mapping (got a list)");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: delivery_options: must be a "
+              "mapping (got a list)");
 }
 
 TEST(load, quoted_numbers_and_yaml11_booleans_are_accepted) {
@@ -107,30 +113,36 @@ TEST(load, quoted_numbers_and_yaml11_booleans_are_accepted) {
 
 TEST(load, explicit_null_for_a_key_with_a_default) {
   auto r = load(noop + "    port: ~\n    idle_timeout:\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: port: must not be null (remove "
-                 "the key to use the default)");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: port: must not be null (remove "
+              "the key to use the default)");
   EXPECT_DIAG(r, "config.yml:7: mailbox alice@example.com/inbox: idle_timeout: must not be null");
 }
 
 TEST(load, bad_enum_values) {
   auto r = load(head + "    delivery_method: pigeon\n    arbitration_method: etcd\n");
-  EXPECT_DIAG(r, "config.yml:5: mailbox alice@example.com/inbox: delivery_method: unknown "
-                 "delivery method `pigeon`: expected postback, sidekiq, logger or noop");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: arbitration_method: unknown "
-                 "arbitration method `etcd`: expected noop or redis");
+  EXPECT_DIAG(r,
+              "config.yml:5: mailbox alice@example.com/inbox: delivery_method: unknown "
+              "delivery method `pigeon`: expected postback, sidekiq, logger or noop");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: arbitration_method: unknown "
+              "arbitration method `etcd`: expected noop or redis");
 
   r = load(noop + "    ssl:\n      verify_mode: sometimes\n");
-  EXPECT_DIAG(r, "config.yml:7: mailbox alice@example.com/inbox: ssl.verify_mode: unknown "
-                 "verify_mode `sometimes`: expected none or peer");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox alice@example.com/inbox: ssl.verify_mode: unknown "
+              "verify_mode `sometimes`: expected none or peer");
 
   r = load(head + "    delivery_method: webhook\n");
-  EXPECT_DIAG(r, "delivery_method: unknown delivery method `webhook`: GitLab's webhook delivery "
-                 "is `postback`");
+  EXPECT_DIAG(r,
+              "delivery_method: unknown delivery method `webhook`: GitLab's webhook delivery "
+              "is `postback`");
 }
 
 TEST(load, symbol_values_are_accepted_for_enums) {
-  auto r = load(head + "    delivery_method: :noop\n    arbitration_method: :noop\n"
-                       "    ssl:\n      verify_mode: :none\n      ca_file: /etc/ca.pem\n");
+  auto r = load(head +
+                "    delivery_method: :noop\n    arbitration_method: :noop\n"
+                "    ssl:\n      verify_mode: :none\n      ca_file: /etc/ca.pem\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
   const auto& mb = r.cfg->mailboxes[0];
   EXPECT_EQ(mb.delivery, delivery_method::noop);
@@ -163,8 +175,9 @@ TEST(load, idle_timeout_too_large) {
 
 TEST(load, bad_port) {
   auto r = load(noop + "    port: 70000\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: port: must be between 1 and "
-                 "65535 (got 70000)");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: port: must be between 1 and "
+              "65535 (got 70000)");
   r = load(noop + "    port: 0\n");
   EXPECT_DIAG(r, "port: must be between 1 and 65535 (got 0)");
 }
@@ -181,8 +194,9 @@ std::string sidekiq_with_url(const std::string& url) {
 
 TEST(load, bad_redis_url) {
   auto r = load(sidekiq_with_url("http://localhost:6379"));
-  EXPECT_DIAG(r, "config.yml:7: mailbox alice@example.com/inbox: delivery_options.redis_url: "
-                 "unsupported scheme `http`: expected redis:// or rediss://");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox alice@example.com/inbox: delivery_options.redis_url: "
+              "unsupported scheme `http`: expected redis:// or rediss://");
   r = load(sidekiq_with_url("unix:///var/run/redis.sock"));
   EXPECT_DIAG(r, "delivery_options.redis_url: unix sockets are not supported");
   r = load(sidekiq_with_url("redis://localhost:port"));
@@ -240,9 +254,10 @@ TEST(load, rediss_enables_tls_and_ssl_params_apply) {
            "      redis_url: redis://redis.example.com\n"
            "      redis_ssl_params: {ca_file: /x}\n"
            "      worker: W\n");
-  EXPECT_DIAG(r, "config.yml:8: warning: mailbox alice@example.com/inbox: "
-                 "delivery_options.redis_ssl_params: has no effect: redis_url does not use "
-                 "rediss://");
+  EXPECT_DIAG(r,
+              "config.yml:8: warning: mailbox alice@example.com/inbox: "
+              "delivery_options.redis_ssl_params: has no effect: redis_url does not use "
+              "rediss://");
 }
 
 TEST(load, sentinel_master_name_comes_from_the_url_host) {
@@ -285,9 +300,10 @@ TEST(load, sentinel_master_name_comes_from_the_url_host) {
            "      redis_url: redis://127.0.0.1:16379\n"
            "      sentinels: [{host: 127.0.0.1, port: 26379}]\n"
            "      worker: W\n");
-  EXPECT_DIAG(r, "config.yml:7: warning: mailbox alice@example.com/inbox: "
-                 "delivery_options.redis_url: with sentinels the host of redis_url names the "
-                 "Sentinel master");
+  EXPECT_DIAG(r,
+              "config.yml:7: warning: mailbox alice@example.com/inbox: "
+              "delivery_options.redis_url: with sentinels the host of redis_url names the "
+              "Sentinel master");
 
   r = load(head +
            "    delivery_method: sidekiq\n"
@@ -297,17 +313,20 @@ TEST(load, sentinel_master_name_comes_from_the_url_host) {
            "        - host: s\n"
            "          ssl: true\n"
            "      worker: W\n");
-  EXPECT_DIAG(r, "config.yml:8: mailbox alice@example.com/inbox: "
-                 "delivery_options.sentinels[0].host: is required");
-  EXPECT_DIAG(r, "config.yml:10: mailbox alice@example.com/inbox: "
-                 "delivery_options.sentinels[1].ssl: TLS connections to Sentinels are not "
-                 "supported");
+  EXPECT_DIAG(r,
+              "config.yml:8: mailbox alice@example.com/inbox: "
+              "delivery_options.sentinels[0].host: is required");
+  EXPECT_DIAG(r,
+              "config.yml:10: mailbox alice@example.com/inbox: "
+              "delivery_options.sentinels[1].ssl: TLS connections to Sentinels are not "
+              "supported");
 }
 
 TEST(load, unsupported_delivery_methods) {
   auto r = load(head + "    delivery_method: que\n");
-  EXPECT_DIAG(r, "config.yml:5: mailbox alice@example.com/inbox: delivery_method: `que` is not "
-                 "supported by mailroom");
+  EXPECT_DIAG(r,
+              "config.yml:5: mailbox alice@example.com/inbox: delivery_method: `que` is not "
+              "supported by mailroom");
   r = load(head + "    delivery_method: letter_opener\n    location: /tmp/letters\n");
   EXPECT_DIAG(r, "delivery_method: `letter_opener` is not supported by mailroom");
   EXPECT_EQ(r.diagnostics.size(), 1u) << test::dump(r);
@@ -324,15 +343,17 @@ TEST(load, missing_worker) {
             "for delivery_method sidekiq (the job class, e.g. EmailReceiverWorker)");
 
   r = load(head + "    delivery_method: sidekiq\n");
-  EXPECT_DIAG(r, "config.yml:2: mailbox alice@example.com/inbox: delivery_options.worker: is "
-                 "required");
+  EXPECT_DIAG(r,
+              "config.yml:2: mailbox alice@example.com/inbox: delivery_options.worker: is "
+              "required");
 }
 
-const std::string postback = head +
-                             "    delivery_method: postback\n"  // 5
-                             "    delivery_options:\n"          // 6
-                             "      delivery_url: "
-                             "https://gitlab.example.com/api/v4/internal/mail_room/incoming_email\n";
+const std::string postback =
+    head +
+    "    delivery_method: postback\n"  // 5
+    "    delivery_options:\n"          // 6
+    "      delivery_url: "
+    "https://gitlab.example.com/api/v4/internal/mail_room/incoming_email\n";
 // next line: 8
 
 TEST(load, jwt_header_without_secret_path_and_the_reverse) {
@@ -344,8 +365,9 @@ TEST(load, jwt_header_without_secret_path_and_the_reverse) {
 
   temp_file secret_file("aGVsbG93b3JsZA==\n");
   r = load(postback + "      jwt_secret_path: " + secret_file.path() + "\n");
-  EXPECT_DIAG(r, "config.yml:8: mailbox alice@example.com/inbox: delivery_options.jwt_auth_header: "
-                 "is required when jwt_secret_path is set");
+  EXPECT_DIAG(r,
+              "config.yml:8: mailbox alice@example.com/inbox: delivery_options.jwt_auth_header: "
+              "is required when jwt_secret_path is set");
 }
 
 std::string with_jwt(const std::string& path, const std::string& issuer = "mailroom") {
@@ -370,13 +392,16 @@ TEST(load, jwt_secret_file_is_checked_without_printing_it) {
   EXPECT_EQ(pb.jwt_algorithm, "HS256");
 
   r = load(with_jwt("/nonexistent/mailroom/jwt_secret"));
-  EXPECT_DIAG(r, "config.yml:10: mailbox alice@example.com/inbox: delivery_options.jwt_secret_path: "
-                 "file `/nonexistent/mailroom/jwt_secret` does not exist");
+  EXPECT_DIAG(r,
+              "config.yml:10: mailbox alice@example.com/inbox: delivery_options.jwt_secret_path: "
+              "file `/nonexistent/mailroom/jwt_secret` does not exist");
 
   temp_file bad("not base64 !!!\n");
   r = load(with_jwt(bad.path()));
-  EXPECT_DIAG(r, "config.yml:10: mailbox alice@example.com/inbox: delivery_options.jwt_secret_path: "
-                 "`" + bad.path() + "` does not hold strict base64");
+  EXPECT_DIAG(r,
+              "config.yml:10: mailbox alice@example.com/inbox: delivery_options.jwt_secret_path: "
+              "`" +
+                  bad.path() + "` does not hold strict base64");
   EXPECT_EQ(test::find_diag(r, "not base64"), nullptr) << test::dump(r);
 
   temp_file two_lines("aGVs\nbG93b3JsZA==\n");
@@ -393,15 +418,16 @@ TEST(load, jwt_secret_file_is_checked_without_printing_it) {
 
 TEST(load, jwt_secret_file_permissions_and_gitlab_key_size) {
   using std::filesystem::perms;
-  temp_file shared("aGVsbG93b3JsZA==\n", perms::owner_read | perms::owner_write |
-                                             perms::group_read | perms::others_read);
+  temp_file shared("aGVsbG93b3JsZA==\n",
+                   perms::owner_read | perms::owner_write | perms::group_read | perms::others_read);
   auto r = load(with_jwt(shared.path(), "gitlab-mailroom"));
   EXPECT_TRUE(r.ok()) << test::dump(r);
-  EXPECT_DIAG(r, "config.yml:10: warning: mailbox alice@example.com/inbox: "
-                 "delivery_options.jwt_secret_path: `" +
-                     shared.path() +
-                     "` is readable by group or others (mode 0644); restrict it to the service "
-                     "user (chmod 600)");
+  EXPECT_DIAG(r,
+              "config.yml:10: warning: mailbox alice@example.com/inbox: "
+              "delivery_options.jwt_secret_path: `" +
+                  shared.path() +
+                  "` is readable by group or others (mode 0644); restrict it to the service "
+                  "user (chmod 600)");
   EXPECT_DIAG(r, "decodes to 10 bytes, but GitLab expects a 32-byte key");
 
   // 32 bytes, as GitLab generates it; relative to the config file's directory.
@@ -415,8 +441,9 @@ TEST(load, jwt_secret_file_permissions_and_gitlab_key_size) {
 TEST(load, jwt_algorithm_other_than_hs256) {
   temp_file good("aGVsbG93b3JsZA==");
   auto r = load(with_jwt(good.path()) + "      jwt_algorithm: RS256\n");
-  EXPECT_DIAG(r, "config.yml:11: mailbox alice@example.com/inbox: delivery_options.jwt_algorithm: "
-                 "unsupported algorithm `RS256`: only HS256 is supported");
+  EXPECT_DIAG(r,
+              "config.yml:11: mailbox alice@example.com/inbox: delivery_options.jwt_algorithm: "
+              "unsupported algorithm `RS256`: only HS256 is supported");
 }
 
 TEST(load, postback_options_and_legacy_precedence) {
@@ -439,10 +466,12 @@ TEST(load, postback_options_and_legacy_precedence) {
   EXPECT_EQ(mb.postback.connect_timeout, std::chrono::milliseconds(2500));
   EXPECT_EQ(mb.postback.response_timeout, std::chrono::seconds(30));
   EXPECT_FALSE(mb.postback.tls.verify_peer);
-  EXPECT_DIAG(r, "config.yml:9: warning: mailbox alice@example.com/inbox: delivery_options.url: "
-                 "the mailbox's top-level delivery_url takes precedence (ignored)");
-  EXPECT_DIAG(r, "config.yml:10: warning: mailbox alice@example.com/inbox: delivery_options.token: "
-                 "the mailbox's top-level delivery_token takes precedence (ignored)");
+  EXPECT_DIAG(r,
+              "config.yml:9: warning: mailbox alice@example.com/inbox: delivery_options.url: "
+              "the mailbox's top-level delivery_url takes precedence (ignored)");
+  EXPECT_DIAG(r,
+              "config.yml:10: warning: mailbox alice@example.com/inbox: delivery_options.token: "
+              "the mailbox's top-level delivery_token takes precedence (ignored)");
 
   r = load(head +
            "    delivery_options:\n"
@@ -455,11 +484,13 @@ TEST(load, postback_options_and_legacy_precedence) {
   EXPECT_EQ(r.cfg->mailboxes[0].postback.password.reveal(), "password123abc");
 
   r = load(head + "    delivery_method: postback\n");
-  EXPECT_DIAG(r, "config.yml:2: mailbox alice@example.com/inbox: delivery_options.delivery_url: is "
-                 "required for delivery_method postback");
+  EXPECT_DIAG(r,
+              "config.yml:2: mailbox alice@example.com/inbox: delivery_options.delivery_url: is "
+              "required for delivery_method postback");
   r = load(head + "    delivery_options: {delivery_url: ftp://example.com/x}\n");
-  EXPECT_DIAG(r, "config.yml:5: mailbox alice@example.com/inbox: delivery_options.delivery_url: "
-                 "must be an http:// or https:// URL with a host");
+  EXPECT_DIAG(r,
+              "config.yml:5: mailbox alice@example.com/inbox: delivery_options.delivery_url: "
+              "must be an http:// or https:// URL with a host");
 }
 
 TEST(load, logger_delivery_and_structured_log) {
@@ -488,8 +519,9 @@ TEST(load, logger_delivery_and_structured_log) {
   EXPECT_EQ(r.cfg->mailboxes[0].log.path, "/dev/stdout");
 
   r = load(noop + "    logger: /var/log/x.log\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: logger: must be a mapping like "
-                 "{log_path: /var/log/mailroom.log} (got a string)");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: logger: must be a mapping like "
+              "{log_path: /var/log/mailroom.log} (got a string)");
 }
 
 TEST(load, symbol_and_plain_keys_at_every_level) {
@@ -529,27 +561,32 @@ TEST(load, symbol_and_plain_keys_at_every_level) {
 TEST(load, both_spellings_of_one_key) {
   auto r = load(noop + "    :email: bob@example.com\n");
   EXPECT_FALSE(r.ok());
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: email: both `email` (line 2) and "
-                 "`:email` are given: write the key once");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: email: both `email` (line 2) and "
+              "`:email` are given: write the key once");
 
   r = load(noop + "    delivery_options:\n      worker: A\n      worker: B\n");
-  EXPECT_DIAG(r, "config.yml:8: mailbox alice@example.com/inbox: delivery_options.worker: "
-                 "duplicate key `worker` (first at line 7)");
+  EXPECT_DIAG(r,
+              "config.yml:8: mailbox alice@example.com/inbox: delivery_options.worker: "
+              "duplicate key `worker` (first at line 7)");
 }
 
 TEST(load, unknown_keys_are_warnings) {
   auto r = load(noop + "    serch_command: ALL\n    delivery_options: {foo: 1}\n" +
                 "frobnicate: true\n");
   EXPECT_TRUE(r.ok()) << test::dump(r);
-  EXPECT_DIAG(r, "config.yml:6: warning: mailbox alice@example.com/inbox: unknown key "
-                 "`serch_command` (ignored); did you mean `search_command`?");
-  EXPECT_DIAG(r, "config.yml:7: warning: mailbox alice@example.com/inbox: delivery_options: "
-                 "unknown key `foo` (ignored)");
+  EXPECT_DIAG(r,
+              "config.yml:6: warning: mailbox alice@example.com/inbox: unknown key "
+              "`serch_command` (ignored); did you mean `search_command`?");
+  EXPECT_DIAG(r,
+              "config.yml:7: warning: mailbox alice@example.com/inbox: delivery_options: "
+              "unknown key `foo` (ignored)");
   EXPECT_DIAG(r, "config.yml:8: warning: unknown key `frobnicate` (ignored)");
 
   r = load(head + "    delivery_method: noop\n    delivery_options: {worker: W}\n");
-  EXPECT_DIAG(r, "config.yml:6: warning: mailbox alice@example.com/inbox: "
-                 "delivery_options.worker: is not used by delivery_method noop (ignored)");
+  EXPECT_DIAG(r,
+              "config.yml:6: warning: mailbox alice@example.com/inbox: "
+              "delivery_options.worker: is not used by delivery_method noop (ignored)");
 }
 
 TEST(load, yaml_syntax_error_names_the_line) {
@@ -605,18 +642,21 @@ TEST(load, health_check) {
   r = load(noop + "health_check:\n  port: 8080\n  type: tcp\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
   EXPECT_FALSE(r.cfg->health.enabled);
-  EXPECT_DIAG(r, "config.yml:8: warning: health_check.type: unsupported type `tcp`: only http is "
-                 "supported; health check disabled");
+  EXPECT_DIAG(r,
+              "config.yml:8: warning: health_check.type: unsupported type `tcp`: only http is "
+              "supported; health check disabled");
 }
 
 TEST(load, inbox_method) {
   auto r = load(noop + "    inbox_method: microsoft_graph\n    inbox_options: {tenant_id: t}\n");
-  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: inbox_method: Microsoft Graph "
-                 "inboxes are not supported yet");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: inbox_method: Microsoft Graph "
+              "inboxes are not supported yet");
   r = load(noop + "    inbox_method: imap\n    inbox_options: {tenant_id: t}\n");
   EXPECT_TRUE(r.ok());
-  EXPECT_DIAG(r, "config.yml:7: warning: mailbox alice@example.com/inbox: inbox_options: is only "
-                 "used by Microsoft Graph inboxes (ignored)");
+  EXPECT_DIAG(r,
+              "config.yml:7: warning: mailbox alice@example.com/inbox: inbox_options: is only "
+              "used by Microsoft Graph inboxes (ignored)");
 }
 
 TEST(load, arbitration_options) {
@@ -646,11 +686,13 @@ TEST(load, arbitration_options) {
            "    arbitration_options:\n"
            "      redis_db: 3\n"
            "      key_format: global\n");
-  EXPECT_DIAG(r, "config.yml:8: warning: mailbox alice@example.com/inbox: "
-                 "arbitration_options.redis_db: arbitration takes the database from redis_url's "
-                 "path");
-  EXPECT_DIAG(r, "config.yml:9: mailbox alice@example.com/inbox: arbitration_options.key_format: "
-                 "unknown key_format `global`: expected scoped or mail_room");
+  EXPECT_DIAG(r,
+              "config.yml:8: warning: mailbox alice@example.com/inbox: "
+              "arbitration_options.redis_db: arbitration takes the database from redis_url's "
+              "path");
+  EXPECT_DIAG(r,
+              "config.yml:9: mailbox alice@example.com/inbox: arbitration_options.key_format: "
+              "unknown key_format `global`: expected scoped or mail_room");
 }
 
 TEST(load, every_problem_is_reported_not_just_the_first) {
@@ -678,10 +720,12 @@ TEST(load, erb_values_flow_into_the_model) {
   auto r = load(
       "mailboxes:\n"
       "  - email: <%= ENV['MAIL_USER'] %>\n"
-      "    password: <%= File.read('" + pw.name() + "').strip.to_json %>\n"
-      "    name: <%= ENV.fetch('MAIL_FOLDER', 'inbox') %>\n"
-      "    port: <%= ENV['IMAP_PORT'].to_i %>\n"
-      "    delivery_method: noop\n",
+      "    password: <%= File.read('" +
+          pw.name() +
+          "').strip.to_json %>\n"
+          "    name: <%= ENV.fetch('MAIL_FOLDER', 'inbox') %>\n"
+          "    port: <%= ENV['IMAP_PORT'].to_i %>\n"
+          "    delivery_method: noop\n",
       env_of({{"MAIL_USER", "alice@example.com"}, {"IMAP_PORT", "143"}}), pw.dir());
   ASSERT_TRUE(r.ok()) << test::dump(r);
   const auto& mb = r.cfg->mailboxes[0];
@@ -695,11 +739,12 @@ TEST(load, erb_errors_stop_before_yaml) {
   auto r = load("mailboxes: <%= ENV.fetch('NOPE') %>\n<%= Rails.env %>\n");
   ASSERT_EQ(r.diagnostics.size(), 2u) << test::dump(r);
   EXPECT_DIAG(r, "config.yml:1: ENV.fetch(\"NOPE\"): environment variable NOPE is not set");
-  EXPECT_DIAG(r, "config.yml:2: unsupported ERB expression `Rails.env`: mailroom evaluates only "
-                 "ENV[...], ENV.fetch(...) and File.read(...) with .strip/.chomp/.to_json, "
-                 "optionally inside ERB::Util.url_encode(...); render a template that needs Ruby "
-                 "(GitLab Omnibus's config/mail_room.yml) to plain "
-                 "YAML first, see docs/configuration.md, 'Rendering GitLab's ERB config'");
+  EXPECT_DIAG(r,
+              "config.yml:2: unsupported ERB expression `Rails.env`: mailroom evaluates only "
+              "ENV[...], ENV.fetch(...) and File.read(...) with .strip/.chomp/.to_json, "
+              "optionally inside ERB::Util.url_encode(...); render a template that needs Ruby "
+              "(GitLab Omnibus's config/mail_room.yml) to plain "
+              "YAML first, see docs/configuration.md, 'Rendering GitLab's ERB config'");
 }
 
 TEST(load, erb_values_are_never_echoed) {
@@ -714,11 +759,13 @@ TEST(load, erb_values_are_never_echoed) {
 }
 
 TEST(load, same_folder_twice_is_a_warning) {
-  auto r = load(noop + "  - email: alice@example.com\n    password: pw\n    name: inbox\n"
-                       "    delivery_method: noop\n");
+  auto r = load(noop +
+                "  - email: alice@example.com\n    password: pw\n    name: inbox\n"
+                "    delivery_method: noop\n");
   EXPECT_TRUE(r.ok());
-  EXPECT_DIAG(r, "config.yml:6: warning: mailbox alice@example.com/inbox: the same folder is also "
-                 "watched by the mailbox at line 2");
+  EXPECT_DIAG(r,
+              "config.yml:6: warning: mailbox alice@example.com/inbox: the same folder is also "
+              "watched by the mailbox at line 2");
 }
 
 TEST(load, load_file_resolves_relative_paths_from_its_directory) {

@@ -1,5 +1,5 @@
 #include "delivery/jwt.hpp"
-#include "delivery/errc_core.hpp"
+#include "delivery/errc.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
@@ -138,7 +138,7 @@ TEST_F(JwtKeyFile, RejectsWhatStrictDecode64Rejects) {
     std::string detail;
     auto k = load_jwt_key(write(content), detail);
     ASSERT_FALSE(k) << content;
-    EXPECT_EQ(k.error(), make_core_error_code(core_errc::misconfigured));
+    EXPECT_EQ(k.error(), make_error_code(errc::misconfigured));
     EXPECT_NE(detail.find("base64"), std::string::npos) << detail;
   }
 }
@@ -156,7 +156,7 @@ TEST_F(JwtKeyFile, EmptyKeyIsAnError) {
     std::string detail;
     auto k = load_jwt_key(write(content), detail);
     ASSERT_FALSE(k);
-    EXPECT_EQ(k.error(), make_core_error_code(core_errc::misconfigured));
+    EXPECT_EQ(k.error(), make_error_code(errc::misconfigured));
     EXPECT_NE(detail.find("empty"), std::string::npos) << detail;
   }
 }
@@ -165,13 +165,13 @@ TEST_F(JwtKeyFile, MissingFileIsAnError) {
   std::string detail;
   auto k = load_jwt_key(dir_ + "/missing", detail);
   ASSERT_FALSE(k);
-  EXPECT_EQ(k.error(), make_core_error_code(core_errc::misconfigured));
+  EXPECT_EQ(k.error(), make_error_code(errc::misconfigured));
   EXPECT_NE(detail.find("No such file"), std::string::npos) << detail;
 }
 
 TEST(DeliveryCategory, NamesItsErrors) {
   EXPECT_STREQ(delivery_category().name(), "mailroom.delivery");
-  EXPECT_EQ(make_core_error_code(core_errc::timed_out).message(), "delivery timed out");
+  EXPECT_EQ(make_error_code(errc::timed_out).message(), "delivery timed out");
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "delivery/errc_core.hpp"
+#include "delivery/errc.hpp"
 #include "delivery/logger_delivery.hpp"
 #include "delivery/noop.hpp"
 #include "delivery/postback.hpp"
@@ -91,12 +91,11 @@ TEST_F(LoggerDelivererTest, UnopenablePathIsMisconfigured) {
   EXPECT_NE(r.detail.find("No such file"), std::string::npos) << r.detail;
 }
 
-TEST(DeliveryErrc, CoreValuesAreTheInterfaceValues) {
-  EXPECT_EQ(make_error_code(errc::target_unavailable),
-            make_core_error_code(core_errc::target_unavailable));
-  EXPECT_EQ(make_error_code(errc::misconfigured), make_core_error_code(core_errc::misconfigured));
+TEST(DeliveryErrc, CodesConvertWithTheirCategoryAndMessage) {
   const boost::system::error_code ec = errc::rejected;
+  EXPECT_EQ(std::string(ec.category().name()), "mailroom.delivery");
   EXPECT_EQ(ec.message(), "delivery rejected by the target");
+  EXPECT_NE(make_error_code(errc::timed_out), make_error_code(errc::target_unavailable));
 }
 
 TEST(UrlWithoutUserinfo, RemovesOnlyTheUserInfo) {

@@ -267,6 +267,25 @@ TEST(response_parser, large_literal_in_chunks) {
   EXPECT_EQ(p.buffered(), 0u);
 }
 
+// A long SEARCH line arriving in 64 KiB reads: each feed scans only the new bytes.
+TEST(response_parser, long_line_in_chunks) {
+  std::string wire = "* SEARCH";
+  for (std::uint32_t i = 1; i <= 200000; ++i) wire += " " + std::to_string(i);
+  wire += "\r\n";
+  response_parser p;
+  std::optional<response> got;
+  for (std::size_t at = 0; at < wire.size(); at += 64 * 1024) {
+    p.feed(std::string_view(wire).substr(at, 64 * 1024));
+    auto r = p.next();
+    ASSERT_TRUE(r);
+    if (*r) got = std::move(**r);
+  }
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->data.size(), 200000u);
+  EXPECT_EQ(got->data.back(), num(200000));
+  EXPECT_EQ(p.buffered(), 0u);
+}
+
 // Serialises a value tree in any of its legal wire forms.
 value random_value(int depth);
 

@@ -2,8 +2,8 @@
 #include "arbitration/redis_arbitrator.hpp"
 #include "redis/error.hpp"
 
-#include <boost/asio/error.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/error.hpp>
 
 namespace mailroom {
 namespace {

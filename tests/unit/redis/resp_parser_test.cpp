@@ -43,8 +43,12 @@ boost::system::error_code parse_error(std::string_view input, resp_limits limits
   }
 }
 
-TEST(RespParser, SimpleString) { EXPECT_EQ(parse_one("+OK\r\n"), reply::simple("OK")); }
-TEST(RespParser, EmptySimpleString) { EXPECT_EQ(parse_one("+\r\n"), reply::simple("")); }
+TEST(RespParser, SimpleString) {
+  EXPECT_EQ(parse_one("+OK\r\n"), reply::simple("OK"));
+}
+TEST(RespParser, EmptySimpleString) {
+  EXPECT_EQ(parse_one("+\r\n"), reply::simple(""));
+}
 
 TEST(RespParser, ErrorReply) {
   const reply r = parse_one("-READONLY You can't write against a read only replica.\r\n");
@@ -83,8 +87,7 @@ TEST(RespParser, Arrays) {
   EXPECT_EQ(parse_one("*3\r\n$6\r\nmaster\r\n:3129659\r\n*2\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n9001"
                       "\r\n$7\r\n3129242\r\n*0\r\n"),
             reply::array({reply::bulk("master"), reply::number(3129659),
-                          reply::array({reply::array({reply::bulk("127.0.0.1"),
-                                                      reply::bulk("9001"),
+                          reply::array({reply::array({reply::bulk("127.0.0.1"), reply::bulk("9001"),
                                                       reply::bulk("3129242")}),
                                         reply::array({})})}));
   EXPECT_EQ(parse_one("*3\r\n$-1\r\n*-1\r\n-ERR x\r\n"),
@@ -102,7 +105,8 @@ TEST(RespParser, SeveralRepliesInOneFeed) {
 
 TEST(RespParser, ByteAtATime) {
   const std::string input =
-      "+OK\r\n-ERR bad\r\n:-7\r\n$12\r\nhello\r\nworld\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n";
+      "+OK\r\n-ERR "
+      "bad\r\n:-7\r\n$12\r\nhello\r\nworld\r\n$-1\r\n*-1\r\n*2\r\n*1\r\n:1\r\n$0\r\n\r\n";
   const auto expected = parse_all(input);
   ASSERT_EQ(expected.size(), 7u);
   resp_parser p;
@@ -152,11 +156,9 @@ TEST_P(RespMalformed, IsRejected) {
 
 INSTANTIATE_TEST_SUITE_P(
     Inputs, RespMalformed,
-    testing::Values(malformed_case{"unknown_type", "?x\r\n"},
-                    malformed_case{"resp3_null", "_\r\n"},
+    testing::Values(malformed_case{"unknown_type", "?x\r\n"}, malformed_case{"resp3_null", "_\r\n"},
                     malformed_case{"resp3_map", "%1\r\n+a\r\n+b\r\n"},
-                    malformed_case{"inline_text", "OK\r\n"},
-                    malformed_case{"bare_lf", "+OK\n"},
+                    malformed_case{"inline_text", "OK\r\n"}, malformed_case{"bare_lf", "+OK\n"},
                     malformed_case{"cr_without_lf", "+O\rK\r\n"},
                     malformed_case{"lf_inside_line", "+O\nK\r\n"},
                     malformed_case{"empty_integer", ":\r\n"},
@@ -248,6 +250,26 @@ TEST(RespLimits, EndlessLineIsRejectedWithoutItsEnd) {
     p.feed("x");
     auto r = p.next();
     if (!r.has_value()) ec = r.error();
+  }
+  EXPECT_EQ(ec, resp_errc::line_too_long);
+}
+
+// Found by the fuzzer: a line both too long and ended by a bare LF must give
+// the same error however it is split (the first offending byte decides).
+TEST(RespLimits, LineErrorDoesNotDependOnReadBoundaries) {
+  resp_limits l;
+  l.max_line_length = 8;
+  const std::string input = "*1" + std::string(10, '\xff') + "\n";
+  EXPECT_EQ(parse_error(input, l), resp_errc::line_too_long);
+  resp_parser p(l);
+  boost::system::error_code ec;
+  for (char c : input) {
+    p.feed(std::string_view(&c, 1));
+    auto r = p.next();
+    if (!r.has_value()) {
+      ec = r.error();
+      break;
+    }
   }
   EXPECT_EQ(ec, resp_errc::line_too_long);
 }

@@ -56,10 +56,9 @@ rc::Gen<reply> gen_reply(int depth) {
     return rc::gen::weightedOneOf<reply>(
         {{3, simple}, {1, error}, {3, number}, {3, bulk}, {1, nil}});
   }
-  auto array = rc::gen::map(
-      rc::gen::resize(6, rc::gen::container<std::vector<reply>>(
-                             rc::gen::lazy([depth] { return gen_reply(depth - 1); }))),
-      [](std::vector<reply> e) { return reply::array(std::move(e)); });
+  auto array = rc::gen::map(rc::gen::resize(6, rc::gen::container<std::vector<reply>>(rc::gen::lazy(
+                                                   [depth] { return gen_reply(depth - 1); }))),
+                            [](std::vector<reply> e) { return reply::array(std::move(e)); });
   return rc::gen::weightedOneOf<reply>(
       {{3, simple}, {1, error}, {3, number}, {3, bulk}, {1, nil}, {2, array}});
 }
@@ -92,7 +91,8 @@ RC_GTEST_PROP(RespProperty, RandomSplitsYieldTheSameReplies, ()) {
   const auto replies = *rc::gen::container<std::vector<reply>>(gen_reply(3));
   std::string wire;
   for (const auto& r : replies) serialize(r, wire);
-  const auto cuts = *rc::gen::container<std::vector<std::size_t>>(rc::gen::arbitrary<std::size_t>());
+  const auto cuts =
+      *rc::gen::container<std::vector<std::size_t>>(rc::gen::arbitrary<std::size_t>());
   boost::system::error_code ec;
   const auto got = parse_split(wire, cuts, ec);
   RC_ASSERT(!ec);
@@ -101,15 +101,16 @@ RC_GTEST_PROP(RespProperty, RandomSplitsYieldTheSameReplies, ()) {
 
 RC_GTEST_PROP(RespProperty, ArbitraryBytesParseTheSameHoweverSplit, ()) {
   // Bias towards RESP-looking bytes so that inputs get past the first byte.
-  const auto pieces = *rc::gen::container<std::vector<std::string>>(rc::gen::oneOf(
-      rc::gen::element<std::string>("+", "-", ":", "$", "*", "\r\n", "\r", "\n", "-1", "0", "1",
-                                    "2", "3", "OK"),
-      rc::gen::arbitrary<std::string>()));
+  const auto pieces = *rc::gen::container<std::vector<std::string>>(
+      rc::gen::oneOf(rc::gen::element<std::string>("+", "-", ":", "$", "*", "\r\n", "\r", "\n",
+                                                   "-1", "0", "1", "2", "3", "OK"),
+                     rc::gen::arbitrary<std::string>()));
   std::string input;
   for (const auto& p : pieces) input += p;
   boost::system::error_code whole_ec;
   const auto whole = parse_split(input, {}, whole_ec);
-  const auto cuts = *rc::gen::container<std::vector<std::size_t>>(rc::gen::arbitrary<std::size_t>());
+  const auto cuts =
+      *rc::gen::container<std::vector<std::size_t>>(rc::gen::arbitrary<std::size_t>());
   boost::system::error_code split_ec;
   const auto split = parse_split(input, cuts, split_ec);
   RC_ASSERT(whole == split);

@@ -1,0 +1,24 @@
+// Delivery errors, classified by whether a later retry can help. Kept free of
+// Asio so that the I/O-free delivery core (job, charset, JWT) can use it.
+#pragma once
+
+#include <boost/system/error_code.hpp>
+
+namespace mailroom::delivery {
+
+enum class errc {
+  target_unavailable = 1,  // retriable: connection refused/reset, Redis down
+  timed_out,               // retriable: no answer in time
+  rejected,                // retriable later: the target answered but did not accept (HTTP non-2xx)
+  bad_message,             // not retriable as is: cannot be encoded for the target
+  misconfigured,           // not retriable: e.g. unreadable JWT secret
+};
+const boost::system::error_category& delivery_category();
+inline boost::system::error_code make_error_code(errc e) {
+  return {static_cast<int>(e), delivery_category()};
+}
+
+}  // namespace mailroom::delivery
+
+template <>
+struct boost::system::is_error_code_enum<mailroom::delivery::errc> : std::true_type {};
