@@ -21,7 +21,7 @@ constexpr const char* unsupported_hint =
     "mailroom evaluates only ENV[...], ENV.fetch(...) and File.read(...) with "
     ".strip/.chomp/.to_json, optionally inside ERB::Util.url_encode(...); render a template that "
     "needs Ruby (GitLab Omnibus's "
-    "config/mail_room.yml) to plain YAML first, see docs/configuration.md, "
+    "config/mail_room.yml) to plain YAML first, see README, "
     "'Rendering GitLab's ERB config'";
 
 // A Ruby value as far as the subset needs: nil, String or Integer (kept as

@@ -744,7 +744,7 @@ TEST(load, erb_errors_stop_before_yaml) {
               "ENV[...], ENV.fetch(...) and File.read(...) with .strip/.chomp/.to_json, "
               "optionally inside ERB::Util.url_encode(...); render a template that needs Ruby "
               "(GitLab Omnibus's config/mail_room.yml) to plain "
-              "YAML first, see docs/configuration.md, 'Rendering GitLab's ERB config'");
+              "YAML first, see README, 'Rendering GitLab's ERB config'");
 }
 
 TEST(load, erb_values_are_never_echoed) {
