@@ -39,8 +39,8 @@ class redis_pool {
   explicit redis_pool(asio::any_io_executor ex) : ex_(ex) {}
 
   std::shared_ptr<redis::client> get(const config::redis_target& t) {
-    std::string key = fmt::format("{}|{}|{}|{}|{}|{}|{}", t.host, t.port, t.db, t.tls,
-                                  t.username, t.password.reveal(), t.sentinels.size());
+    std::string key = fmt::format("{}|{}|{}|{}|{}|{}|{}", t.host, t.port, t.db, t.tls, t.username,
+                                  t.password.reveal(), t.sentinels.size());
     for (const auto& s : t.sentinels) key += fmt::format("|{}:{}", s.host, s.port);
     auto& slot = clients_[key];
     if (!slot) slot = std::make_shared<redis::client>(ex_, t);
@@ -58,10 +58,14 @@ class redis_pool {
 
 std::shared_ptr<log::logger> open_log(const config::log_destination& d, std::string& error) {
   switch (d.where) {
-    case config::log_destination::kind::discard: return log::logger::discard();
-    case config::log_destination::kind::stdout_: return log::logger::to_stdout();
-    case config::log_destination::kind::stderr_: return log::logger::to_stderr();
-    case config::log_destination::kind::file: return log::logger::to_file(d.path, error);
+    case config::log_destination::kind::discard:
+      return log::logger::discard();
+    case config::log_destination::kind::stdout_:
+      return log::logger::to_stdout();
+    case config::log_destination::kind::stderr_:
+      return log::logger::to_stderr();
+    case config::log_destination::kind::file:
+      return log::logger::to_file(d.path, error);
   }
   return log::logger::discard();
 }
@@ -90,8 +94,8 @@ int run_service(const config::config& cfg, const run_options& opts) {
     std::shared_ptr<delivery::deliverer> deliverer;
     switch (mb.delivery) {
       case config::delivery_method::sidekiq:
-        deliverer = std::make_shared<delivery::sidekiq_deliverer>(
-            mb.sidekiq, redis.get(mb.sidekiq.redis), log);
+        deliverer = std::make_shared<delivery::sidekiq_deliverer>(mb.sidekiq,
+                                                                  redis.get(mb.sidekiq.redis), log);
         break;
       case config::delivery_method::postback:
         if (!http) http = std::make_unique<delivery::http_client>();
@@ -111,8 +115,8 @@ int run_service(const config::config& cfg, const run_options& opts) {
     } else {
       arbitrator = std::make_shared<arbitration::noop_arbitrator>();
     }
-    watchers.push_back(
-        std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer), std::move(arbitrator), log));
+    watchers.push_back(std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer),
+                                                          std::move(arbitrator), log));
   }
 
   observability::health_server health(ex);

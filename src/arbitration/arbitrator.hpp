@@ -18,9 +18,9 @@ struct claim_request {
 };
 
 enum class claim_result {
-  granted,    // we deliver it
-  taken,      // another instance holds it: skip
-  unavailable // arbitration store unreachable: skip for now, retry next pass
+  granted,     // we deliver it
+  taken,       // another instance holds it: skip
+  unavailable  // arbitration store unreachable: skip for now, retry next pass
 };
 
 class arbitrator {

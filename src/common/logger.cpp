@@ -10,11 +10,16 @@ namespace mailroom::log {
 
 const char* severity_label(severity s) {
   switch (s) {
-    case severity::debug: return "DEBUG";
-    case severity::info: return "INFO";
-    case severity::warn: return "WARN";
-    case severity::error: return "ERROR";
-    case severity::fatal: return "FATAL";
+    case severity::debug:
+      return "DEBUG";
+    case severity::info:
+      return "INFO";
+    case severity::warn:
+      return "WARN";
+    case severity::error:
+      return "ERROR";
+    case severity::fatal:
+      return "FATAL";
   }
   return "ANY";
 }
@@ -58,7 +63,9 @@ std::map<std::string, std::weak_ptr<logger::sink>>& file_registry() {
 logger::logger(std::shared_ptr<sink> s) : sink_(std::move(s)) {}
 logger::~logger() = default;
 
-std::shared_ptr<logger> logger::discard() { return std::shared_ptr<logger>(new logger(nullptr)); }
+std::shared_ptr<logger> logger::discard() {
+  return std::shared_ptr<logger>(new logger(nullptr));
+}
 
 std::shared_ptr<logger> logger::to_stdout() {
   static auto s = [] {

@@ -25,7 +25,9 @@ class secret {
   std::string value_;
 };
 
-inline std::ostream& operator<<(std::ostream& os, const secret&) { return os << secret::redacted; }
+inline std::ostream& operator<<(std::ostream& os, const secret&) {
+  return os << secret::redacted;
+}
 
 }  // namespace mailroom
 

@@ -45,9 +45,9 @@ struct redis_target {
   std::uint16_t port = 6379;
   bool tls = false;  // rediss://
   tls_options tls_settings;
-  std::string username;  // ACL user from the URL
-  secret password;       // from the URL
-  int db = 0;            // URL path, overridden by redis_db
+  std::string username;          // ACL user from the URL
+  secret password;               // from the URL
+  int db = 0;                    // URL path, overridden by redis_db
   std::string namespace_prefix;  // `namespace`: keys become "<ns>:<key>"
   std::vector<sentinel_endpoint> sentinels;
   std::string sentinel_username;
@@ -72,7 +72,7 @@ struct postback_options {
   std::string url;
   secret token;  // Authorization: Token <token>
   std::string username;
-  secret password;  // Basic auth with username
+  secret password;           // Basic auth with username
   std::string content_type;  // empty: application/x-www-form-urlencoded (Faraday's default)
   std::string jwt_auth_header;
   std::string jwt_secret_path;  // file holding base64 of the HMAC key

@@ -24,12 +24,18 @@ class client_category_impl : public boost::system::error_category {
   const char* name() const noexcept override { return "mailroom.imap.client"; }
   std::string message(int ev) const override {
     switch (static_cast<client_errc>(ev)) {
-      case client_errc::auth_failed: return "login rejected";
-      case client_errc::command_failed: return "command failed";
-      case client_errc::server_bye: return "server closed the session";
-      case client_errc::starttls_refused: return "server does not offer STARTTLS";
-      case client_errc::plaintext_refused: return "server refuses LOGIN without TLS";
-      case client_errc::mailbox_missing: return "mailbox cannot be selected";
+      case client_errc::auth_failed:
+        return "login rejected";
+      case client_errc::command_failed:
+        return "command failed";
+      case client_errc::server_bye:
+        return "server closed the session";
+      case client_errc::starttls_refused:
+        return "server does not offer STARTTLS";
+      case client_errc::plaintext_refused:
+        return "server refuses LOGIN without TLS";
+      case client_errc::mailbox_missing:
+        return "mailbox cannot be selected";
     }
     return "unknown IMAP client error";
   }
@@ -42,11 +48,16 @@ std::string upper(std::string s) {
 
 const char* status_name(status s) {
   switch (s) {
-    case status::ok: return "OK";
-    case status::no: return "NO";
-    case status::bad: return "BAD";
-    case status::bye: return "BYE";
-    case status::preauth: return "PREAUTH";
+    case status::ok:
+      return "OK";
+    case status::no:
+      return "NO";
+    case status::bad:
+      return "BAD";
+    case status::bye:
+      return "BYE";
+    case status::preauth:
+      return "PREAUTH";
   }
   return "?";
 }
@@ -72,7 +83,9 @@ client::client(asio::any_io_executor ex, const config::mailbox& mb, client_optio
       session_(opts.parser_limits),
       read_buffer_(64 * 1024) {}
 
-client::~client() { close(); }
+client::~client() {
+  close();
+}
 
 error_code client::fail(error_code ec, std::string detail) {
   last_error_ = std::move(detail);
@@ -106,8 +119,7 @@ asio::awaitable<boost::system::result<session::event>> client::next_event(
     // A "+" may have released a held literal segment (RFC 3501 §7.5).
     if (auto ec = co_await flush()) co_return ec;
     error_code ec;
-    const std::size_t n =
-        co_await stream_.read_some(asio::buffer(read_buffer_), timeout, ec);
+    const std::size_t n = co_await stream_.read_some(asio::buffer(read_buffer_), timeout, ec);
     if (ec) {
       last_error_ = stream_.last_error();
       if (ec == net::errc::closed) co_return make_error_code(client_errc::server_bye);
@@ -143,8 +155,7 @@ asio::awaitable<boost::system::result<client::tagged_outcome>> client::run(
         if (ev->resp.tag != tag) break;
         if (ev->resp.code && ev->resp.code->name == "CAPABILITY")
           capabilities_ = decode_capabilities(ev->resp);
-        co_return tagged_outcome{ev->resp.st.value_or(status::bad), ev->resp.code,
-                                 ev->resp.text};
+        co_return tagged_outcome{ev->resp.st.value_or(status::bad), ev->resp.code, ev->resp.text};
     }
   }
 }
@@ -154,7 +165,9 @@ bool client::has_capability(std::string_view cap) const {
   return std::find(capabilities_.begin(), capabilities_.end(), want) != capabilities_.end();
 }
 
-bool client::take_new_mail_hint() { return std::exchange(new_mail_hint_, false); }
+bool client::take_new_mail_hint() {
+  return std::exchange(new_mail_hint_, false);
+}
 
 asio::awaitable<error_code> client::connect_and_login(
     const std::function<void(const char*)>& on_step) {
@@ -271,8 +284,7 @@ asio::awaitable<error_code> client::uid_fetch_bodies(const std::vector<std::uint
       if (item && item->uid && item->body) on_body(*item->uid, std::move(*item->body));
     });
     if (!r) co_return r.error();
-    if (r->st != status::ok)
-      co_return fail(client_errc::command_failed, "UID FETCH: " + r->text);
+    if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID FETCH: " + r->text);
   }
   co_return error_code{};
 }
@@ -284,8 +296,7 @@ asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::u
     cmd.atom(set).atom("+FLAGS.SILENT").atom("(" + flags + ")");
     auto r = co_await run(cmd, {});
     if (!r) co_return r.error();
-    if (r->st != status::ok)
-      co_return fail(client_errc::command_failed, "UID STORE: " + r->text);
+    if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID STORE: " + r->text);
   }
   co_return error_code{};
 }
@@ -302,8 +313,7 @@ asio::awaitable<error_code> client::expunge(const std::vector<std::uint32_t>& ui
     cmd.atom(set);
     auto r = co_await run(cmd, {});
     if (!r) co_return r.error();
-    if (r->st != status::ok)
-      co_return fail(client_errc::command_failed, "UID EXPUNGE: " + r->text);
+    if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID EXPUNGE: " + r->text);
   }
   co_return error_code{};
 }
@@ -313,7 +323,8 @@ void client::send_done() {
   done_sent_ = true;
   session_.submit_idle_done();
   asio::co_spawn(
-      executor_, [this, alive = alive_]() -> asio::awaitable<void> {
+      executor_,
+      [this, alive = alive_]() -> asio::awaitable<void> {
         if (!*alive) co_return;
         co_await flush();
       },

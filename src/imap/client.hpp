@@ -22,12 +22,12 @@ namespace mailroom::imap {
 // Errors of this layer. Retriable ones are cured by a new connection;
 // permanent ones need the operator (or the server) to change something.
 enum class client_errc {
-  auth_failed = 1,     // permanent: LOGIN answered NO
-  command_failed,      // retriable: a command answered NO/BAD (text in last_error())
-  server_bye,          // retriable: the server sent BYE or closed the connection
-  starttls_refused,    // permanent: start_tls set but the server lacks STARTTLS
-  plaintext_refused,   // permanent: LOGINDISABLED on an unencrypted connection
-  mailbox_missing,     // permanent: SELECT answered NO
+  auth_failed = 1,    // permanent: LOGIN answered NO
+  command_failed,     // retriable: a command answered NO/BAD (text in last_error())
+  server_bye,         // retriable: the server sent BYE or closed the connection
+  starttls_refused,   // permanent: start_tls set but the server lacks STARTTLS
+  plaintext_refused,  // permanent: LOGINDISABLED on an unencrypted connection
+  mailbox_missing,    // permanent: SELECT answered NO
 };
 const boost::system::error_category& client_category();
 inline boost::system::error_code make_error_code(client_errc e) {
@@ -75,8 +75,7 @@ class client {
 
   // UID EXPUNGE <uids> with UIDPLUS (RFC 4315 §2.1: only our messages go),
   // otherwise EXPUNGE.
-  boost::asio::awaitable<boost::system::error_code> expunge(
-      const std::vector<std::uint32_t>& uids);
+  boost::asio::awaitable<boost::system::error_code> expunge(const std::vector<std::uint32_t>& uids);
 
   // IDLE (RFC 2177) until an EXISTS arrives, `timeout` passes, or
   // interrupt_idle() is called; then DONE and wait for the tagged OK.

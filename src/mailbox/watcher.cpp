@@ -1,5 +1,8 @@
 #include "mailbox/watcher.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -30,9 +33,22 @@ std::chrono::milliseconds with_jitter(std::chrono::milliseconds d) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(d.count() * f(rng)));
 }
 
-bool worth_trying_next(const error_code& ec) {
-  // A failure that is about this message alone; the target itself works.
-  return ec == delivery::errc::bad_message;
+// Runs the operations concurrently and returns their results in input order.
+// The Redis client pipelines concurrent commands and the HTTP client runs
+// requests on its pool, so a batch costs about one round trip, not one each.
+template <typename T>
+asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
+                                        std::vector<asio::awaitable<T>> ops) {
+  using op_type = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<T>>(), asio::deferred));
+  std::vector<op_type> spawned;
+  spawned.reserve(ops.size());
+  for (auto& op : ops) spawned.push_back(asio::co_spawn(ex, std::move(op), asio::deferred));
+  auto [order, exceptions, results] =
+      co_await asio::experimental::make_parallel_group(std::move(spawned))
+          .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  for (const auto& e : exceptions)
+    if (e) std::rethrow_exception(e);
+  co_return std::move(results);
 }
 
 }  // namespace
@@ -114,9 +130,8 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
 }
 
 asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
-  auto ec = co_await c.connect_and_login([this](const char* step) {
-    log_->info(context_line(step));
-  });
+  auto ec =
+      co_await c.connect_and_login([this](const char* step) { log_->info(context_line(step)); });
   if (ec) co_return ec;
   logged_in = true;
   log_->info(context_line("Setting mailbox"));
@@ -129,8 +144,8 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
     if (stopping_) break;
     auto wait = std::chrono::seconds(mb_.idle_timeout);
     if (pass.delivery_failed) {
-      retry_delay_ = retry_delay_.count() == 0 ? opts_.retry_min
-                                               : std::min(retry_delay_ * 2, opts_.retry_max);
+      retry_delay_ =
+          retry_delay_.count() == 0 ? opts_.retry_min : std::min(retry_delay_ * 2, opts_.retry_max);
       wait = std::min(wait, std::chrono::duration_cast<std::chrono::seconds>(retry_delay_) + 1s);
     } else {
       retry_delay_ = 0ms;
@@ -167,22 +182,27 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
 
     std::vector<std::uint32_t> granted;
     bool store_down = false;
-    for (const auto uid : batch) {
+    std::vector<arbitration::claim_request> requests;
+    std::vector<std::string> details(batch.size());
+    requests.reserve(batch.size());
+    std::vector<asio::awaitable<arbitration::claim_result>> claims;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
       auto f = context_line("asking arbiter to deliver");
-      f["uid"] = uid;
+      f["uid"] = batch[i];
       f["arbitrator"] = arbitrator_->class_name();
       log_->info(f);
-      std::string detail;
-      const arbitration::claim_request req{mb_.email, mb_.name, c.uidvalidity(), uid};
-      const auto claim = co_await arbitrator_->claim(req, detail);
-      if (claim == arbitration::claim_result::granted) granted.push_back(uid);
-      if (claim == arbitration::claim_result::unavailable) {
+      requests.push_back({mb_.email, mb_.name, c.uidvalidity(), batch[i]});
+      claims.push_back(arbitrator_->claim(requests.back(), details[i]));
+    }
+    const auto answers = co_await run_all(executor_, std::move(claims));
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (answers[i] == arbitration::claim_result::granted) granted.push_back(batch[i]);
+      if (answers[i] == arbitration::claim_result::unavailable && !store_down) {
         auto w = context_line("arbitration unavailable");
-        w["uid"] = uid;
-        w["error"] = detail;
+        w["uid"] = batch[i];
+        w["error"] = details[i];
         log_->warn(w);
         store_down = true;
-        break;
       }
     }
     auto g = context_line("Getting new messages");
@@ -196,10 +216,9 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
 
     std::vector<std::pair<std::uint32_t, std::string>> fetched;
     if (!granted.empty()) {
-      auto ec = co_await c.uid_fetch_bodies(
-          granted, [&](std::uint32_t uid, std::string&& body) {
-            fetched.emplace_back(uid, std::move(body));
-          });
+      auto ec = co_await c.uid_fetch_bodies(granted, [&](std::uint32_t uid, std::string&& body) {
+        fetched.emplace_back(uid, std::move(body));
+      });
       if (ec) {
         for (const auto uid : granted) co_await release(uid);
         result.ec = ec;
@@ -210,9 +229,11 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     std::vector<std::uint32_t> delivered;
     bool stop_batch = false;
     std::set<std::uint32_t> seen_in_fetch;
+    std::vector<mail_message> messages;
+    messages.reserve(fetched.size());
     for (auto& [uid, body] : fetched) {
       seen_in_fetch.insert(uid);
-      if (stopping_ || stop_batch) {
+      if (stopping_) {
         co_await release(uid);  // not started: leave it for the next pass/instance
         continue;
       }
@@ -221,12 +242,19 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       f["deliverer"] = deliverer_->class_name();
       f["byte_size"] = body.size();
       log_->info(f);
-      mail_message m{mb_.email, mb_.name, c.uidvalidity(), uid, std::move(body)};
-      const auto res = co_await deliverer_->deliver(m);
-      if (res.ok()) {
+      messages.push_back({mb_.email, mb_.name, c.uidvalidity(), uid, std::move(body)});
+    }
+    fetched.clear();
+    std::vector<asio::awaitable<delivery::result>> deliveries;
+    for (const auto& m : messages) deliveries.push_back(deliverer_->deliver(m));
+    const auto outcomes = co_await run_all(executor_, std::move(deliveries));
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      const auto uid = messages[i].uid;
+      if (outcomes[i].ok()) {
         delivered.push_back(uid);
         continue;
       }
+      const auto& res = outcomes[i];
       auto w = context_line("delivery failed");
       w["uid"] = uid;
       w["error"] = res.ec.message() + (res.detail.empty() ? "" : ": " + res.detail);
@@ -234,8 +262,11 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       log_->warn(w);
       result.delivery_failed = true;
       co_await release(uid);
-      if (!worth_trying_next(res.ec)) stop_batch = true;
+      // A failure of the target (not of this message): later batches would
+      // fail the same way, so stop the pass and retry after a backoff.
+      if (res.ec != delivery::errc::bad_message) stop_batch = true;
     }
+    messages.clear();
     // Granted but not returned by FETCH: expunged meanwhile by someone else.
     for (const auto uid : granted)
       if (!seen_in_fetch.count(uid)) co_await release(uid);
@@ -247,7 +278,8 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         co_return result;
       }
       delivered_ += delivered.size();
-      if (mb_.delete_after_delivery) deleted.insert(deleted.end(), delivered.begin(), delivered.end());
+      if (mb_.delete_after_delivery)
+        deleted.insert(deleted.end(), delivered.begin(), delivered.end());
     }
     if (store_down || stop_batch) {
       result.delivery_failed = true;

@@ -27,10 +27,10 @@ namespace mailroom::mailbox {
 
 struct watcher_options {
   imap::client_options imap;
-  std::size_t fetch_batch = 20;                // messages fetched (and held) at once
+  std::size_t fetch_batch = 20;  // messages fetched (and held) at once
   std::chrono::milliseconds reconnect_min{1000};
   std::chrono::milliseconds reconnect_max{60000};
-  std::chrono::milliseconds retry_min{2000};   // after a failed delivery
+  std::chrono::milliseconds retry_min{2000};  // after a failed delivery
   std::chrono::milliseconds retry_max{300000};
 };
 

@@ -21,11 +21,16 @@ class net_category_impl : public boost::system::error_category {
   const char* name() const noexcept override { return "mailroom.net"; }
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
-      case errc::timed_out: return "timed out";
-      case errc::connect_failed: return "connection failed";
-      case errc::tls_handshake_failed: return "TLS handshake failed";
-      case errc::certificate_rejected: return "server certificate rejected";
-      case errc::closed: return "connection closed by peer";
+      case errc::timed_out:
+        return "timed out";
+      case errc::connect_failed:
+        return "connection failed";
+      case errc::tls_handshake_failed:
+        return "TLS handshake failed";
+      case errc::certificate_rejected:
+        return "server certificate rejected";
+      case errc::closed:
+        return "connection closed by peer";
     }
     return "unknown transport error";
   }
@@ -239,6 +244,8 @@ void stream::close() {
   socket_.close(ignored);
 }
 
-bool stream::is_open() const { return socket_.is_open(); }
+bool stream::is_open() const {
+  return socket_.is_open();
+}
 
 }  // namespace mailroom::net

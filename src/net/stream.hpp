@@ -35,14 +35,16 @@ using duration = std::chrono::steady_clock::duration;
 
 // Transport errors, classified by whether a retry (a new connection) can help.
 enum class errc {
-  timed_out = 1,        // retriable
-  connect_failed,       // retriable: refused, unreachable, DNS
-  tls_handshake_failed, // retriable unless certificate_rejected
-  certificate_rejected, // permanent until the operator fixes trust or host name
-  closed,               // peer closed the connection; retriable
+  timed_out = 1,         // retriable
+  connect_failed,        // retriable: refused, unreachable, DNS
+  tls_handshake_failed,  // retriable unless certificate_rejected
+  certificate_rejected,  // permanent until the operator fixes trust or host name
+  closed,                // peer closed the connection; retriable
 };
 const boost::system::error_category& net_category();
-inline error_code make_error_code(errc e) { return {static_cast<int>(e), net_category()}; }
+inline error_code make_error_code(errc e) {
+  return {static_cast<int>(e), net_category()};
+}
 
 // Builds an OpenSSL client context: TLS >= 1.2, peer verification unless
 // opts.verify_peer is false, CA from opts.ca_file/ca_path or the system store.

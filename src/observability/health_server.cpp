@@ -22,7 +22,9 @@ using tcp = asio::ip::tcp;
 
 health_server::health_server(asio::any_io_executor ex) : executor_(ex), acceptor_(ex) {}
 
-health_server::~health_server() { stop(); }
+health_server::~health_server() {
+  stop();
+}
 
 error_code health_server::listen(const std::string& address, std::uint16_t port) {
   error_code ec;
@@ -51,7 +53,8 @@ void health_server::stop() {
 asio::awaitable<void> health_server::serve() {
   while (acceptor_.is_open()) {
     error_code ec;
-    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket =
+        co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (!acceptor_.is_open()) co_return;
       continue;  // e.g. EMFILE; keep serving
@@ -77,7 +80,8 @@ asio::awaitable<void> health_server::handle(tcp::socket socket) {
   res.set(http::field::content_type, "text/plain");
   const std::string_view target(req.target().data(), req.target().size());
   // Like WEBrick's mount_proc: /liveness and anything below it, any method.
-  if (target == "/liveness" || target.starts_with("/liveness/") || target.starts_with("/liveness?")) {
+  if (target == "/liveness" || target.starts_with("/liveness/") ||
+      target.starts_with("/liveness?")) {
     res.result(running_ ? http::status::ok : http::status::internal_server_error);
     res.body() = running_ ? "OK\n" : "Not running\n";
   } else {
