@@ -138,6 +138,12 @@ void client::note_untagged(const response& r) {
 }
 
 asio::awaitable<boost::system::result<client::tagged_outcome>> client::run(
+    const command_builder& cmd) {
+  const untagged_handler none;
+  co_return co_await run(cmd, none);
+}
+
+asio::awaitable<boost::system::result<client::tagged_outcome>> client::run(
     const command_builder& cmd, const untagged_handler& on_untagged) {
   const std::string tag = session_.submit(cmd);
   if (auto ec = co_await flush()) co_return ec;
@@ -195,12 +201,14 @@ asio::awaitable<error_code> client::connect_and_login(
 
   if (!mb_.ssl.enabled && mb_.start_tls) {
     if (capabilities_.empty()) {
-      auto r = co_await run(command_builder("CAPABILITY"), {});
+      const command_builder capability_cmd("CAPABILITY");
+    auto r = co_await run(capability_cmd);
       if (!r) co_return r.error();
     }
     if (!has_capability("STARTTLS"))
       co_return fail(client_errc::starttls_refused, "server does not announce STARTTLS");
-    auto r = co_await run(command_builder("STARTTLS"), {});
+    const command_builder starttls_cmd("STARTTLS");
+    auto r = co_await run(starttls_cmd);
     if (!r) co_return r.error();
     if (r->st != status::ok)
       co_return fail(client_errc::starttls_refused, "STARTTLS refused: " + r->text);
@@ -219,7 +227,8 @@ asio::awaitable<error_code> client::connect_and_login(
   }
 
   if (capabilities_.empty()) {
-    auto r = co_await run(command_builder("CAPABILITY"), {});
+    const command_builder capability_cmd("CAPABILITY");
+    auto r = co_await run(capability_cmd);
     if (!r) co_return r.error();
   }
   if (has_capability("LOGINDISABLED"))
@@ -230,7 +239,7 @@ asio::awaitable<error_code> client::connect_and_login(
   on_step("Logging into mailbox");
   command_builder login("LOGIN");
   login.astring(mb_.email).astring(mb_.password.reveal());
-  auto r = co_await run(login, {});
+  auto r = co_await run(login);
   if (!r) co_return r.error();
   if (r->st != status::ok)
     co_return fail(client_errc::auth_failed,
@@ -238,7 +247,8 @@ asio::awaitable<error_code> client::connect_and_login(
                        (r->code ? " [" + r->code->name + "]" : std::string()) + ": " + r->text);
   if (!r->code || r->code->name != "CAPABILITY") {
     // Capabilities may differ once authenticated (RFC 3501 §6.2.3).
-    auto c = co_await run(command_builder("CAPABILITY"), {});
+    const command_builder capability_cmd("CAPABILITY");
+    auto c = co_await run(capability_cmd);
     if (!c) co_return c.error();
   }
   session_.set_literal_plus(has_capability("LITERAL+"));
@@ -249,7 +259,7 @@ asio::awaitable<error_code> client::select(const std::string& folder) {
   uidvalidity_ = 0;
   command_builder cmd("SELECT");
   cmd.mailbox(folder);
-  auto r = co_await run(cmd, {});
+  auto r = co_await run(cmd);
   if (!r) co_return r.error();
   if (r->st != status::ok)
     co_return fail(client_errc::mailbox_missing, "SELECT " + folder + ": " + r->text);
@@ -262,10 +272,11 @@ asio::awaitable<boost::system::result<std::vector<std::uint32_t>>> client::uid_s
   std::vector<std::uint32_t> uids;
   command_builder cmd("UID SEARCH");
   cmd.atom(criteria);  // verbatim, as mail_room sends search_command
-  auto r = co_await run(cmd, [&](response& resp) {
+  const untagged_handler collect = [&](response& resp) {
     if (resp.keyword != "SEARCH") return;
     if (auto found = decode_search(resp)) uids.insert(uids.end(), found->begin(), found->end());
-  });
+  };
+  auto r = co_await run(cmd, collect);
   if (!r) co_return r.error();
   if (r->st != status::ok)
     co_return fail(client_errc::command_failed, "UID SEARCH " + criteria + ": " + r->text);
@@ -277,12 +288,13 @@ asio::awaitable<error_code> client::uid_fetch_bodies(const std::vector<std::uint
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd("UID FETCH");
     cmd.atom(set).atom("(UID BODY.PEEK[])");
-    auto r = co_await run(cmd, [&](response& resp) {
+    const untagged_handler collect = [&](response& resp) {
       if (resp.keyword != "FETCH") return;
       auto item = decode_fetch(std::move(resp));
       // FETCH responses without a body are flag updates from other sessions.
       if (item && item->uid && item->body) on_body(*item->uid, std::move(*item->body));
-    });
+    };
+    auto r = co_await run(cmd, collect);
     if (!r) co_return r.error();
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID FETCH: " + r->text);
   }
@@ -294,7 +306,7 @@ asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::u
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd("UID STORE");
     cmd.atom(set).atom("+FLAGS.SILENT").atom("(" + flags + ")");
-    auto r = co_await run(cmd, {});
+    auto r = co_await run(cmd);
     if (!r) co_return r.error();
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID STORE: " + r->text);
   }
@@ -303,7 +315,8 @@ asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::u
 
 asio::awaitable<error_code> client::expunge(const std::vector<std::uint32_t>& uids) {
   if (!has_capability("UIDPLUS")) {
-    auto r = co_await run(command_builder("EXPUNGE"), {});
+    const command_builder expunge_cmd("EXPUNGE");
+    auto r = co_await run(expunge_cmd);
     if (!r) co_return r.error();
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "EXPUNGE: " + r->text);
     co_return error_code{};
@@ -311,7 +324,7 @@ asio::awaitable<error_code> client::expunge(const std::vector<std::uint32_t>& ui
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd("UID EXPUNGE");
     cmd.atom(set);
-    auto r = co_await run(cmd, {});
+    auto r = co_await run(cmd);
     if (!r) co_return r.error();
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID EXPUNGE: " + r->text);
   }
@@ -404,7 +417,8 @@ asio::awaitable<void> client::logout() {
   if (!stream_.is_open()) co_return;
   const auto saved = opts_.command_timeout;
   opts_.command_timeout = opts_.logout_timeout;
-  auto r = co_await run(command_builder("LOGOUT"), {});
+  const command_builder logout_cmd("LOGOUT");
+    auto r = co_await run(logout_cmd);
   (void)r;  // BYE then OK, or the server just closes: either is fine
   opts_.command_timeout = saved;
   close();

@@ -105,6 +105,9 @@ class client {
   boost::asio::awaitable<boost::system::result<session::event>> next_event(
       std::chrono::seconds timeout);
   void send_done();
+  // g++ 12 mishandles class-type temporaries inside co_await expressions
+  // (they can be destroyed twice): callers pass named objects only.
+  boost::asio::awaitable<boost::system::result<tagged_outcome>> run(const command_builder& cmd);
   boost::asio::awaitable<boost::system::result<tagged_outcome>> run(
       const command_builder& cmd, const untagged_handler& on_untagged);
   void note_untagged(const response& r);

@@ -130,8 +130,10 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
 }
 
 asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
-  auto ec =
-      co_await c.connect_and_login([this](const char* step) { log_->info(context_line(step)); });
+  const std::function<void(const char*)> on_step = [this](const char* step) {
+    log_->info(context_line(step));
+  };
+  auto ec = co_await c.connect_and_login(on_step);
   if (ec) co_return ec;
   logged_in = true;
   log_->info(context_line("Setting mailbox"));
@@ -157,6 +159,12 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
     if (!r) co_return r.error();
   }
   co_return error_code{};
+}
+
+asio::awaitable<void> watcher::release_claim(std::uint32_t uidvalidity, std::uint32_t uid) {
+  // A named request: g++ 12 may destroy a temporary in a co_await expression twice.
+  const arbitration::claim_request req{mb_.email, mb_.name, uidvalidity, uid};
+  co_await arbitrator_->release(req);
 }
 
 asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) {
@@ -210,15 +218,14 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     g["to_be_delivered"] = id_list(granted);
     log_->info(g);
 
-    auto release = [&](std::uint32_t uid) -> asio::awaitable<void> {
-      co_await arbitrator_->release({mb_.email, mb_.name, c.uidvalidity(), uid});
-    };
+    auto release = [&](std::uint32_t uid) { return release_claim(c.uidvalidity(), uid); };
 
     std::vector<std::pair<std::uint32_t, std::string>> fetched;
     if (!granted.empty()) {
-      auto ec = co_await c.uid_fetch_bodies(granted, [&](std::uint32_t uid, std::string&& body) {
+      const imap::body_handler collect = [&](std::uint32_t uid, std::string&& body) {
         fetched.emplace_back(uid, std::move(body));
-      });
+      };
+      auto ec = co_await c.uid_fetch_bodies(granted, collect);
       if (ec) {
         for (const auto uid : granted) co_await release(uid);
         result.ec = ec;

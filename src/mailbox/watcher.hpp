@@ -70,6 +70,7 @@ class watcher {
 
   boost::asio::awaitable<boost::system::error_code> session(imap::client& c, bool& logged_in);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
+  boost::asio::awaitable<void> release_claim(std::uint32_t uidvalidity, std::uint32_t uid);
   boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
   log::fields context_line(const char* action) const;
 

@@ -8,6 +8,7 @@ The binary under test is $MAILROOM_BIN, default build/mailroom.
 """
 import itertools
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -63,6 +64,8 @@ def servers(request):
     yield s
     if owned is not None and not request.config.getoption("--keep-servers"):
         owned.stop()
+        if request.session.testsfailed == 0:  # keep logs and mailboxes only after a failure
+            shutil.rmtree(owned.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Redis arbitration: several mailroom instances on one mailbox deliver each
 message once."""
+import copy
 import time
 import uuid
 
@@ -13,7 +14,9 @@ def test_two_instances_deliver_each_message_exactly_once(servers, user, queue, w
     cfg = harness.sidekiq_config(servers, user, queue, workdir, arbitration_namespace=ns,
                                  delete=True, expunge=True)
     a = mailroom(cfg, name="mailroom-a")
-    b = mailroom(cfg, name="mailroom-b")
+    cfg_b = copy.deepcopy(cfg)
+    cfg_b["mailboxes"][0]["logger"]["log_path"] = str(workdir / "mailroom-b.log")
+    b = mailroom(cfg_b, name="mailroom-b")
     harness.wait_until(lambda: servers.idle_sessions(user) == 2, 20, "both instances to enter IDLE", proc=a)
     assert b.alive(), b.diagnostics()
     msgs = [make_message(i, user, subject=f"arbitration {i}") for i in range(n)]

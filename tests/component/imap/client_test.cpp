@@ -1,0 +1,709 @@
+// imap::client against a scripted IMAP server on 127.0.0.1: the exact command
+// lines it writes, how it reads what the server answers, and how it fails.
+#include "imap/client.hpp"
+#include "support/async_test.hpp"
+#include "support/fake_imap_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace mailroom::imap {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using boost::system::error_code;
+using test::async_flag;
+using test::fake_imap_server;
+using test::imap_script;
+using lines = std::vector<std::string>;
+
+constexpr const char* kPassword = "s3cret-pw";
+const std::string kCaps = "IMAP4rev1 IDLE UIDPLUS";
+
+void no_step(const char*) {}
+
+// A greeting announcing `caps`, then LOGIN answered OK with the same list.
+imap_script logged_in(const std::string& caps = kCaps) {
+  imap_script s;
+  s.line("* OK [CAPABILITY " + caps + "] fake ready")
+      .expect(R"(^(\S+) LOGIN .*$)")
+      .tagged("OK [CAPABILITY " + caps + "] Logged in");
+  return s;
+}
+
+std::string login_line(const std::string& password = kPassword) {
+  return std::string("A0001 LOGIN incoming@example.com ") + password;
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  ClientTest() {
+    mb_.email = "incoming@example.com";
+    mb_.password = secret(kPassword);
+    mb_.name = "INBOX";
+    mb_.host = "127.0.0.1";
+    mb_.port = server_.port();
+    mb_.ssl.enabled = false;
+    opts_.connect_timeout = 5s;
+    opts_.command_timeout = 5s;
+    opts_.logout_timeout = 1s;
+  }
+
+  // Runs `body(client)` on the io_context until it and everything it spawned
+  // are done (at most `limit`), then destroys the client and waits for the
+  // server to see the connection end.
+  template <class F>
+  void run(F body, std::chrono::milliseconds limit = 10s) {
+    {
+      client c(io_.get_executor(), mb_, opts_);
+      const auto r = test::run_bounded(io_, body(c), limit);
+      elapsed_ = r.elapsed;
+      if (!r.finished) {
+        ADD_FAILURE() << "the client did not finish within " << limit.count() << " ms";
+        c.close();
+        io_.restart();
+        io_.run_for(2s);
+      }
+      if (r.failure) {
+        try {
+          std::rethrow_exception(r.failure);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "exception: " << e.what();
+        }
+      }
+    }
+    EXPECT_TRUE(server_.wait_closed()) << "the server still holds a connection";
+    EXPECT_EQ(server_.errors(), lines{});
+  }
+
+  asio::awaitable<error_code> login(client& c) {
+    co_return co_await c.connect_and_login(no_step);
+  }
+
+  // Declared before the server: its threads may post to the io_context until
+  // the server is destroyed.
+  asio::io_context io_;
+  fake_imap_server server_;
+  config::mailbox mb_;
+  client_options opts_;
+  std::chrono::milliseconds elapsed_{0};
+};
+
+// --- connect and login ----------------------------------------------------------
+
+TEST_F(ClientTest, CapabilitiesInTheGreetingAreNotAskedAgain) {
+  server_.add(logged_in("IMAP4rev1 IDLE"));
+  error_code ec;
+  std::vector<std::string> steps;
+  bool has_idle = false;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await c.connect_and_login([&](const char* s) { steps.emplace_back(s); });
+    has_idle = c.has_capability("idle");
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(has_idle);
+  EXPECT_EQ(steps, (lines{"Starting TLS session", "Logging into mailbox"}));
+  EXPECT_EQ(server_.transcript(0), lines{login_line()});
+}
+
+TEST_F(ClientTest, CapabilitiesAreAskedWhenTheGreetingHasNone) {
+  server_.add(imap_script()
+                  .line("* OK fake ready")
+                  .expect(R"(^(\S+) CAPABILITY$)")
+                  .line("* CAPABILITY IMAP4rev1 AUTH=PLAIN")
+                  .tagged("OK done")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("OK Logged in")  // no [CAPABILITY]: they may have changed
+                  .expect(R"(^(\S+) CAPABILITY$)")
+                  .line("* CAPABILITY IMAP4rev1 IDLE UIDPLUS")
+                  .tagged("OK done"));
+  error_code ec;
+  bool idle_after = false;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    idle_after = c.has_capability("IDLE");
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(idle_after);
+  EXPECT_EQ(server_.transcript(0),
+            (lines{"A0001 CAPABILITY", "A0002 LOGIN incoming@example.com s3cret-pw",
+                   "A0003 CAPABILITY"}));
+}
+
+TEST_F(ClientTest, PasswordWithSpaceQuoteAndBackslashIsQuoted) {
+  mb_.password = secret(R"(pa ss"w\d)");
+  server_.add(logged_in());
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0), lines{R"(A0001 LOGIN incoming@example.com "pa ss\"w\\d")"});
+}
+
+const std::string kUtf8Password = "p\xC3\xA4sswo\xCC\x88rt";  // 11 bytes
+
+TEST_F(ClientTest, NonAsciiPasswordIsASynchronizingLiteral) {
+  mb_.password = secret(kUtf8Password);
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready")
+                  .expect(R"(^(\S+) LOGIN incoming@example\.com \{11\}$)")
+                  // The literal's bytes must wait for the go-ahead.
+                  .silence(300ms)
+                  .line("+ go ahead")
+                  .expect("^.*$")
+                  .tagged("OK [CAPABILITY IMAP4rev1 IDLE] Logged in"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0), (lines{"A0001 LOGIN incoming@example.com {11}", kUtf8Password}));
+}
+
+TEST_F(ClientTest, NonAsciiPasswordWithLiteralPlusDoesNotWait) {
+  mb_.password = secret(kUtf8Password);
+  // Without a "+" from us, a client waiting for one would time out (1 s).
+  opts_.command_timeout = 1s;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] fake ready")
+                  .expect(R"(^(\S+) LOGIN incoming@example\.com \{11\+\}$)")
+                  .expect("^.*$")
+                  .tagged("OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] Logged in"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0),
+            (lines{"A0001 LOGIN incoming@example.com {11+}", kUtf8Password}));
+}
+
+TEST_F(ClientTest, RejectedLoginIsPermanentAndItsErrorHoldsNoPassword) {
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)")
+                  .expect_eof());
+  error_code ec;
+  std::string detail;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    detail = c.last_error();
+  });
+  EXPECT_EQ(ec, client_errc::auth_failed) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_NE(detail.find("Invalid credentials (Failure)"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("AUTHENTICATIONFAILED"), std::string::npos) << detail;
+  EXPECT_EQ(detail.find(kPassword), std::string::npos) << detail;
+  EXPECT_EQ(ec.message().find(kPassword), std::string::npos);
+  EXPECT_EQ(server_.transcript(0), lines{login_line()});
+}
+
+TEST_F(ClientTest, PreauthGreetingNeedsNoLogin) {
+  server_.add(imap_script().line("* PREAUTH [CAPABILITY IMAP4rev1 IDLE] logged in already"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0), lines{});
+}
+
+TEST_F(ClientTest, StartTlsNotAnnouncedIsRefusedBeforeAnyPassword) {
+  mb_.start_tls = true;
+  server_.add(imap_script().line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=PLAIN] fake ready"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_EQ(ec, client_errc::starttls_refused) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_EQ(server_.transcript(0), lines{});
+}
+
+TEST_F(ClientTest, StartTlsMissingFromCapabilityResponseIsRefused) {
+  mb_.start_tls = true;
+  server_.add(imap_script()
+                  .line("* OK fake ready")
+                  .expect(R"(^(\S+) CAPABILITY$)")
+                  .line("* CAPABILITY IMAP4rev1 IDLE")
+                  .tagged("OK done"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_EQ(ec, client_errc::starttls_refused) << ec.message();
+  EXPECT_EQ(server_.transcript(0), lines{"A0001 CAPABILITY"});
+}
+
+TEST_F(ClientTest, StartTlsAnsweredNoIsRefused) {
+  mb_.start_tls = true;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 STARTTLS IDLE] fake ready")
+                  .expect(R"(^(\S+) STARTTLS$)")
+                  .tagged("NO TLS is not available right now"));
+  error_code ec;
+  std::string detail;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    detail = c.last_error();
+  });
+  EXPECT_EQ(ec, client_errc::starttls_refused) << ec.message();
+  EXPECT_NE(detail.find("TLS is not available right now"), std::string::npos) << detail;
+  EXPECT_EQ(server_.transcript(0), lines{"A0001 STARTTLS"});
+}
+
+TEST_F(ClientTest, PlaintextAfterTheStartTlsAnswerIsRejected) {
+  // Bytes after "OK Begin TLS" and before the handshake would be taken as
+  // coming from inside TLS (RFC 3501 §6.2.1, CVE-2011-0411).
+  mb_.start_tls = true;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 STARTTLS IDLE] fake ready")
+                  .expect(R"(^(\S+) STARTTLS$)")
+                  .then([](test::imap_connection& c) {
+                    return c.send(c.tag() + " OK Begin TLS negotiation now\r\n* 1 EXISTS\r\n");
+                  }));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_EQ(ec, client_errc::server_bye) << ec.message();
+  EXPECT_EQ(server_.transcript(0), lines{"A0001 STARTTLS"});
+}
+
+TEST_F(ClientTest, LoginDisabledRefusesPlaintextLogin) {
+  server_.add(imap_script().line("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED IDLE] fake ready"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> { ec = co_await login(c); });
+  EXPECT_EQ(ec, client_errc::plaintext_refused) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_EQ(server_.transcript(0), lines{});
+}
+
+TEST_F(ClientTest, ByeGreetingIsServerBye) {
+  server_.add(imap_script().line("* BYE Too many connections from your IP").close());
+  error_code ec;
+  std::string detail;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    detail = c.last_error();
+  });
+  EXPECT_EQ(ec, client_errc::server_bye) << ec.message();
+  EXPECT_FALSE(is_permanent(ec));
+  EXPECT_NE(detail.find("Too many connections"), std::string::npos) << detail;
+  EXPECT_EQ(server_.transcript(0), lines{});
+}
+
+// --- SELECT, UID SEARCH -------------------------------------------------------
+
+TEST_F(ClientTest, SelectReadsUidValidity) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) SELECT INBOX$)")
+                  .line(R"(* FLAGS (\Answered \Flagged \Deleted \Seen \Draft))")
+                  .line("* 3 EXISTS")
+                  .line("* 0 RECENT")
+                  .line("* OK [UIDVALIDITY 3857529045] UIDs valid")
+                  .line("* OK [UIDNEXT 4] Predicted next UID")
+                  .tagged("OK [READ-WRITE] Select completed"));
+  error_code ec;
+  std::uint32_t uidvalidity = 0;
+  bool hint = true;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    ec = co_await c.select("INBOX");
+    uidvalidity = c.uidvalidity();
+    hint = c.take_new_mail_hint();
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(uidvalidity, 3857529045u);
+  EXPECT_FALSE(hint) << "the EXISTS of SELECT is not new mail";
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 SELECT INBOX"}));
+}
+
+TEST_F(ClientTest, SelectAnsweredNoIsMailboxMissing) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) SELECT "Service Desk"$)")
+                  .tagged("NO [NONEXISTENT] Mailbox doesn't exist: Service Desk"));
+  error_code ec;
+  std::string detail;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    ec = co_await c.select("Service Desk");
+    detail = c.last_error();
+  });
+  EXPECT_EQ(ec, client_errc::mailbox_missing) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_NE(detail.find("Mailbox doesn't exist"), std::string::npos) << detail;
+}
+
+TEST_F(ClientTest, UidSearchReturnsTheUids) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+                  .line("* SEARCH 3 7 12")
+                  .line("* 13 EXISTS")
+                  .tagged("OK Search completed")
+                  .expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+                  .line("* SEARCH")
+                  .tagged("OK Search completed")
+                  .expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+                  .tagged("NO [SERVERBUG] search failed"));
+  std::vector<std::uint32_t> first, second;
+  bool hint1 = false, hint2 = true;
+  error_code third;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    auto r1 = co_await c.uid_search("UNSEEN");
+    if (r1) first = *r1;
+    hint1 = c.take_new_mail_hint();
+    hint2 = c.take_new_mail_hint();
+    auto r2 = co_await c.uid_search("UNSEEN");
+    if (r2) second = *r2;
+    auto r3 = co_await c.uid_search("UNSEEN");
+    third = r3 ? error_code{} : r3.error();
+  });
+  EXPECT_EQ(first, (std::vector<std::uint32_t>{3, 7, 12}));
+  EXPECT_TRUE(hint1) << "an EXISTS during a command announces new mail";
+  EXPECT_FALSE(hint2);
+  EXPECT_EQ(second, std::vector<std::uint32_t>{});
+  EXPECT_EQ(third, client_errc::command_failed);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 UID SEARCH UNSEEN",
+                                          "A0003 UID SEARCH UNSEEN", "A0004 UID SEARCH UNSEEN"}));
+}
+
+// --- UID FETCH ------------------------------------------------------------------
+
+// Bodies that look like protocol: CRLFs, parentheses, a literal announcement
+// and the tagged line that would end the command; 8-bit bytes and a NUL.
+const std::string kBody1 =
+    "From: alice@example.org\r\n"
+    "Subject: parens ) and (\r\n"
+    "\r\n"
+    "hello)\r\n"
+    "A0002 OK UID FETCH completed\r\n"
+    "* 2 FETCH (UID 2 BODY[] {3}\r\n";
+constexpr char kBody2Bytes[] = "Subject: caf\xE9\r\n\r\n\x00\xFF\x01 bytes\r\n";
+const std::string kBody2(kBody2Bytes, sizeof kBody2Bytes - 1);
+const std::string kBody3 = "no final newline )";
+
+TEST_F(ClientTest, UidFetchDeliversEachBodyByteExact) {
+  ASSERT_EQ(kBody2.size(), 28u);
+  const std::string response =
+      "* 1 FETCH (UID 1 BODY[] " + imap_script::literal(kBody1) + ")\r\n" +
+      "* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n" +  // another session's flag change
+      "* 2 FETCH (UID 2 BODY[] " + imap_script::literal(kBody2) + " FLAGS ())\r\n" +
+      "* 9 FETCH (FLAGS (\\Deleted))\r\n" +  // no UID, no body
+      "* 3 FETCH (BODY[] " + imap_script::literal(kBody3) + " UID 3)\r\n";
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) UID FETCH 1:3 \(UID BODY\.PEEK\[\]\)$)")
+                  .send_in_pieces(response, 7)
+                  .tagged("OK Fetch completed"));
+  error_code ec;
+  std::vector<std::pair<std::uint32_t, std::string>> bodies;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::vector<std::uint32_t> uids{3, 1, 2};
+    ec = co_await c.uid_fetch_bodies(uids, [&](std::uint32_t uid, std::string&& body) {
+      bodies.emplace_back(uid, std::move(body));
+    });
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  ASSERT_EQ(bodies.size(), 3u);
+  EXPECT_EQ(bodies[0].first, 1u);
+  EXPECT_EQ(bodies[0].second, kBody1);
+  EXPECT_EQ(bodies[1].first, 2u);
+  EXPECT_EQ(bodies[1].second, kBody2);
+  EXPECT_EQ(bodies[2].first, 3u);
+  EXPECT_EQ(bodies[2].second, kBody3);
+  const auto t = server_.transcript(0);
+  EXPECT_EQ(t, (lines{login_line(), "A0002 UID FETCH 1:3 (UID BODY.PEEK[])"}));
+  for (const auto& l : t) EXPECT_EQ(l.find("RFC822"), std::string::npos) << l;
+}
+
+TEST_F(ClientTest, ConnectionClosedInTheMiddleOfABodyIsServerBye) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) UID FETCH 5 \(UID BODY\.PEEK\[\]\)$)")
+                  .send("* 1 FETCH (UID 5 BODY[] {100}\r\nFrom: alice@example.org\r\nSubj")
+                  .close());
+  error_code ec;
+  int calls = 0;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::vector<std::uint32_t> uids{5};
+    ec = co_await c.uid_fetch_bodies(uids, [&](std::uint32_t, std::string&&) { ++calls; });
+  });
+  EXPECT_EQ(ec, client_errc::server_bye) << ec.message();
+  EXPECT_EQ(calls, 0);
+}
+
+// --- UID STORE, EXPUNGE --------------------------------------------------------------
+
+TEST_F(ClientTest, UidStoreAddsFlagsSilently) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) UID STORE 1:3,7 \+FLAGS\.SILENT \(\\Seen \\Deleted\)$)")
+                  .tagged("OK Store completed"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::vector<std::uint32_t> uids{7, 2, 1, 3};
+    ec = co_await c.uid_store_add_flags(uids, "\\Seen \\Deleted");
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0),
+            (lines{login_line(), R"(A0002 UID STORE 1:3,7 +FLAGS.SILENT (\Seen \Deleted))"}));
+}
+
+// Parses "1:3,7" into {1, 2, 3, 7}.
+std::vector<std::uint32_t> parse_uid_set(const std::string& set) {
+  std::vector<std::uint32_t> out;
+  std::size_t at = 0;
+  while (at < set.size()) {
+    std::size_t end = set.find(',', at);
+    if (end == std::string::npos) end = set.size();
+    const std::string piece = set.substr(at, end - at);
+    const std::size_t colon = piece.find(':');
+    const auto lo = static_cast<std::uint32_t>(std::stoul(piece.substr(0, colon)));
+    const auto hi =
+        colon == std::string::npos ? lo : static_cast<std::uint32_t>(std::stoul(piece.substr(colon + 1)));
+    for (std::uint32_t u = lo; u <= hi; ++u) out.push_back(u);
+    at = end + 1;
+  }
+  return out;
+}
+
+TEST_F(ClientTest, LongUidSetsAreSplitIntoShortCommands) {
+  std::vector<std::uint32_t> uids;
+  for (std::uint32_t u = 1; uids.size() < 2000; u += 2) uids.push_back(u);  // no ranges
+  server_.add(logged_in().serve([](test::imap_connection& c, const std::string& line) {
+    return c.send(line.substr(0, line.find(' ')) + " OK Store completed\r\n");
+  }));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    ec = co_await c.uid_store_add_flags(uids, "\\Seen \\Deleted");
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  const auto t = server_.transcript(0);
+  ASSERT_GE(t.size(), 3u) << "2,000 UIDs need several commands";
+  const std::regex store(R"(^A\d{4} UID STORE ([0-9:,]+) \+FLAGS\.SILENT \(\\Seen \\Deleted\)$)");
+  std::vector<std::uint32_t> sent;
+  for (std::size_t i = 1; i < t.size(); ++i) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(t[i], m, store)) << t[i];
+    EXPECT_LE(m[1].length(), 1000) << "UID set too long in command " << i;
+    const auto part = parse_uid_set(m[1].str());
+    sent.insert(sent.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(sent, uids) << "every UID exactly once, in order";
+}
+
+TEST_F(ClientTest, ExpungeUsesUidExpungeWithUidplus) {
+  server_.add(logged_in("IMAP4rev1 IDLE UIDPLUS")
+                  .expect(R"(^(\S+) UID EXPUNGE 4:5,9$)")
+                  .line("* 2 EXPUNGE")
+                  .tagged("OK Expunge completed"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::vector<std::uint32_t> uids{9, 4, 5};
+    ec = co_await c.expunge(uids);
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 UID EXPUNGE 4:5,9"}));
+}
+
+TEST_F(ClientTest, ExpungeWithoutUidplusIsPlainExpunge) {
+  server_.add(logged_in("IMAP4rev1 IDLE")
+                  .expect(R"(^(\S+) EXPUNGE$)")
+                  .tagged("OK Expunge completed"));
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::vector<std::uint32_t> uids{9, 4, 5};
+    ec = co_await c.expunge(uids);
+  });
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 EXPUNGE"}));
+}
+
+// --- IDLE ---------------------------------------------------------------------
+
+TEST_F(ClientTest, IdleEndsWithNewMailWhenExistsArrives) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) IDLE$)")
+                  .line("+ idling")
+                  .line("* 5 EXISTS")
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  boost::system::result<idle_end> r = idle_end::timeout;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    r = co_await c.idle(30s);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::new_mail);
+  EXPECT_LT(elapsed_, 5s);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 IDLE", "DONE"}));
+}
+
+TEST_F(ClientTest, IdleTimesOutWithDone) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) IDLE$)")
+                  .line("+ idling")
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  boost::system::result<idle_end> r = idle_end::new_mail;
+  auto idle_took = 0ms;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const auto start = std::chrono::steady_clock::now();
+    r = co_await c.idle(1s);
+    idle_took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::timeout);
+  EXPECT_GE(idle_took, 900ms);
+  EXPECT_LT(idle_took, 3s);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 IDLE", "DONE"}));
+}
+
+TEST_F(ClientTest, IdleTimeoutHoldsDoneUntilTheContinuation) {
+  // The timeout passes before the server's "+": DONE must wait for it
+  // (RFC 2177: DONE before "+" would be read as a command).
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) IDLE$)")
+                  .silence(1500ms)
+                  .line("+ idling")
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  boost::system::result<idle_end> r = idle_end::new_mail;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    r = co_await c.idle(1s);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::timeout);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 IDLE", "DONE"}));
+}
+
+TEST_F(ClientTest, InterruptIdleFromAnotherCoroutine) {
+  async_flag idling(io_.get_executor());
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) IDLE$)")
+                  .line("+ idling")
+                  .call([idling]() mutable { idling.set(); })
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  boost::system::result<idle_end> r = idle_end::timeout;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    asio::co_spawn(
+        io_,
+        [&]() -> asio::awaitable<void> {
+          co_await idling.wait();
+          c.interrupt_idle();
+        },
+        asio::detached);
+    r = co_await c.idle(30s);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::interrupted);
+  EXPECT_LT(elapsed_, 5s);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 IDLE", "DONE"}));
+}
+
+TEST_F(ClientTest, InterruptBeforeTheContinuationHoldsDone) {
+  async_flag idle_received(io_.get_executor());
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) IDLE$)")
+                  .call([idle_received]() mutable { idle_received.set(); })
+                  .silence(300ms)
+                  .line("+ idling")
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  boost::system::result<idle_end> r = idle_end::timeout;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    asio::co_spawn(
+        io_,
+        [&]() -> asio::awaitable<void> {
+          co_await idle_received.wait();
+          c.interrupt_idle();
+        },
+        asio::detached);
+    r = co_await c.idle(30s);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::interrupted);
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 IDLE", "DONE"}));
+}
+
+TEST_F(ClientTest, InterruptEndsThePollWaitWithoutIdleCapability) {
+  async_flag waiting(io_.get_executor());
+  // No IDLE: idle() waits without a command; the server sees nothing.
+  server_.add(logged_in("IMAP4rev1 UIDPLUS").silence(300ms).call([waiting] { waiting.set(); }));
+  boost::system::result<idle_end> r = idle_end::timeout;
+  auto idle_took = 0ms;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    asio::co_spawn(
+        io_,
+        [&]() -> asio::awaitable<void> {
+          co_await waiting.wait();
+          c.interrupt_idle();
+        },
+        asio::detached);
+    const auto start = std::chrono::steady_clock::now();
+    r = co_await c.idle(5s);
+    idle_took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+  });
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::interrupted);
+  EXPECT_LT(idle_took, 2s) << "interrupt_idle() did not end the wait";
+  EXPECT_EQ(server_.transcript(0), lines{login_line()});
+}
+
+TEST_F(ClientTest, ConnectionClosedDuringIdleIsServerBye) {
+  server_.add(logged_in().expect(R"(^(\S+) IDLE$)").line("+ idling").close());
+  boost::system::result<idle_end> r = idle_end::timeout;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    r = co_await c.idle(30s);
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), client_errc::server_bye) << r.error().message();
+  EXPECT_LT(elapsed_, 5s);
+}
+
+TEST_F(ClientTest, SilentServerHitsTheCommandTimeout) {
+  opts_.command_timeout = 1s;
+  server_.add(logged_in().expect(R"(^(\S+) UID SEARCH UNSEEN$)"));  // then never answers
+  error_code ec;
+  auto took = 0ms;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const auto start = std::chrono::steady_clock::now();
+    auto r = co_await c.uid_search("UNSEEN");
+    took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    ec = r ? error_code{} : r.error();
+  });
+  EXPECT_EQ(ec, net::errc::timed_out) << ec.message();
+  EXPECT_FALSE(is_permanent(ec));
+  EXPECT_GE(took, 900ms);
+  EXPECT_LT(took, 3s);
+}
+
+TEST_F(ClientTest, LogoutSendsLogoutAndCloses) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) LOGOUT$)")
+                  .line("* BYE Logging out")
+                  .tagged("OK Logout completed")
+                  .expect_eof());
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    co_await c.logout();
+  });
+  EXPECT_EQ(server_.transcript(0), (lines{login_line(), "A0002 LOGOUT"}));
+}
+
+}  // namespace
+}  // namespace mailroom::imap

@@ -1,0 +1,125 @@
+// A programmable deliverer and arbitrator for watcher tests. Both are used
+// only on the io_context's thread, except the atomic counter, which a fake
+// server thread may read. Attempts are recorded when a delivery completes.
+#pragma once
+
+#include "arbitration/arbitrator.hpp"
+#include "delivery/deliverer.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <vector>
+
+namespace mailroom::test {
+
+class fake_deliverer : public delivery::deliverer {
+ public:
+  struct attempt {
+    mail_message message;
+    bool ok = false;
+  };
+
+  const char* class_name() const override { return "MailRoom::Delivery::Fake"; }
+
+  boost::asio::awaitable<delivery::result> deliver(const mail_message& m) override {
+    if (on_deliver) on_deliver(m);
+    if (delay.count() > 0) {
+      // A slow target: the acknowledgement comes after `delay`.
+      auto ex = co_await boost::asio::this_coro::executor;
+      boost::asio::steady_timer t(ex, delay);
+      co_await t.async_wait(boost::asio::use_awaitable);
+    }
+    delivery::result r;
+    auto it = failures_.find(m.uid);
+    if (it != failures_.end() && !it->second.empty()) {
+      r.ec = it->second.front();
+      r.detail = "fake failure";
+      it->second.pop_front();
+    }
+    attempts.push_back({m, r.ok()});
+    if (r.ok()) acknowledged.fetch_add(1);
+    co_return r;
+  }
+
+  // The next delivery of `uid` fails with `ec` (queued: call again for more).
+  void fail_next(std::uint32_t uid, delivery::errc ec) { failures_[uid].push_back(ec); }
+
+  // UIDs of the acknowledged deliveries, in order.
+  std::vector<std::uint32_t> delivered_uids() const {
+    std::vector<std::uint32_t> out;
+    for (const auto& a : attempts)
+      if (a.ok) out.push_back(a.message.uid);
+    return out;
+  }
+  std::vector<std::uint32_t> attempted_uids() const {
+    std::vector<std::uint32_t> out;
+    for (const auto& a : attempts) out.push_back(a.message.uid);
+    return out;
+  }
+
+  std::vector<attempt> attempts;
+  std::atomic<int> acknowledged{0};
+  // Called when a delivery starts.
+  std::function<void(const mail_message&)> on_deliver;
+  std::chrono::milliseconds delay{0};
+
+ private:
+  std::map<std::uint32_t, std::deque<boost::system::error_code>> failures_;
+};
+
+class fake_arbitrator : public arbitration::arbitrator {
+ public:
+  using claim_result = arbitration::claim_result;
+
+  const char* class_name() const override { return "MailRoom::Arbitration::Fake"; }
+
+  boost::asio::awaitable<claim_result> claim(const arbitration::claim_request& r,
+                                             std::string& error_detail) override {
+    claims.push_back(r);
+    claim_result answer = claim_result::granted;
+    if (!next_answers_.empty()) {
+      answer = next_answers_.front();
+      next_answers_.pop_front();
+    } else if (auto it = per_uid_.find(r.uid); it != per_uid_.end() && !it->second.empty()) {
+      answer = it->second.front();
+      it->second.pop_front();
+    }
+    if (answer == claim_result::unavailable) error_detail = "fake store unreachable";
+    co_return answer;
+  }
+
+  boost::asio::awaitable<void> release(const arbitration::claim_request& r) override {
+    releases.push_back(r);
+    co_return;
+  }
+
+  // The next claim of `uid` gets `answer` (queued); later ones are granted.
+  void answer_for(std::uint32_t uid, claim_result answer) { per_uid_[uid].push_back(answer); }
+  // The next `n` claims, whatever their UID, get `answer`.
+  void answer_next(std::size_t n, claim_result answer) {
+    for (std::size_t i = 0; i < n; ++i) next_answers_.push_back(answer);
+  }
+
+  static std::vector<std::uint32_t> uids(const std::vector<arbitration::claim_request>& rs) {
+    std::vector<std::uint32_t> out;
+    for (const auto& r : rs) out.push_back(r.uid);
+    return out;
+  }
+
+  std::vector<arbitration::claim_request> claims;
+  std::vector<arbitration::claim_request> releases;
+
+ private:
+  std::deque<claim_result> next_answers_;
+  std::map<std::uint32_t, std::deque<claim_result>> per_uid_;
+};
+
+}  // namespace mailroom::test

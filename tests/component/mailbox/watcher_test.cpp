@@ -1,0 +1,725 @@
+// mailbox::watcher against a scripted IMAP server, with a programmable
+// deliverer and arbitrator: the exact IMAP command sequence of each pass, what
+// is delivered, claimed, released and flagged, reconnects and shutdown.
+#include "mailbox/watcher.hpp"
+
+#include "component/mailbox/fakes.hpp"
+#include "support/async_test.hpp"
+#include "support/fake_imap_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mailroom::mailbox {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using arbitration::claim_result;
+using test::async_flag;
+using test::fake_arbitrator;
+using test::fake_deliverer;
+using test::fake_imap_server;
+using test::imap_script;
+using lines = std::vector<std::string>;
+using uid_list = std::vector<std::uint32_t>;
+using clock_type = std::chrono::steady_clock;
+
+constexpr const char* kPassword = "s3cret-pw";
+const std::string kCaps = "IMAP4rev1 IDLE UIDPLUS";
+constexpr std::uint32_t kUidValidity = 42;
+
+std::string body_of(std::uint32_t uid) {
+  return "Message-ID: <" + std::to_string(uid) + "@example.org>\r\nSubject: message " +
+         std::to_string(uid) + "\r\n\r\nbody ) of " + std::to_string(uid) + "\r\n";
+}
+
+// Greeting, LOGIN, SELECT INBOX (UIDVALIDITY 42).
+imap_script session_start(const std::string& caps = kCaps) {
+  imap_script s;
+  s.line("* OK [CAPABILITY " + caps + "] fake ready")
+      .expect(R"(^(\S+) LOGIN incoming@example\.com s3cret-pw$)")
+      .tagged("OK [CAPABILITY " + caps + "] Logged in")
+      .expect(R"(^(\S+) SELECT INBOX$)")
+      .line("* 3 EXISTS")
+      .line("* OK [UIDVALIDITY " + std::to_string(kUidValidity) + "] UIDs valid")
+      .tagged("OK [READ-WRITE] Select completed");
+  return s;
+}
+
+void search(imap_script& s, const std::string& uids) {
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+      .line(uids.empty() ? "* SEARCH" : "* SEARCH " + uids)
+      .tagged("OK Search completed");
+}
+
+std::string fetch_response(const uid_list& uids) {
+  std::string r;
+  std::uint32_t seq = 1;
+  for (const auto uid : uids) {
+    r += "* " + std::to_string(seq++) + " FETCH (UID " + std::to_string(uid) + " BODY[] " +
+         imap_script::literal(body_of(uid)) + ")\r\n";
+  }
+  return r;
+}
+
+// UID sets contain only digits, ':' and ',', none of them special in a regex.
+void fetch(imap_script& s, const std::string& set, const uid_list& uids) {
+  s.expect(R"(^(\S+) UID FETCH )" + set + R"( \(UID BODY\.PEEK\[\]\)$)")
+      .send(fetch_response(uids))
+      .tagged("OK Fetch completed");
+}
+
+void store(imap_script& s, const std::string& set,
+           const std::string& flags = R"(\\Seen \\Deleted)") {
+  s.expect(R"(^(\S+) UID STORE )" + set + R"( \+FLAGS\.SILENT \()" + flags + R"(\)$)")
+      .tagged("OK Store completed");
+}
+
+void expunge(imap_script& s, const std::string& set) {
+  s.expect(R"(^(\S+) UID EXPUNGE )" + set + "$").tagged("OK Expunge completed");
+}
+
+// IDLE that the client ends itself (timeout or retry backoff).
+void idle_until_done(imap_script& s) {
+  s.expect(R"(^(\S+) IDLE$)").line("+ idling").expect("^DONE$").tagged("OK IDLE terminated");
+}
+
+// IDLE, then the test stops the watcher: DONE, LOGOUT, close.
+void idle_until_stopped(imap_script& s, const async_flag& stop) {
+  s.expect(R"(^(\S+) IDLE$)")
+      .line("+ idling")
+      .call([stop] { stop.set(); })
+      .expect("^DONE$")
+      .tagged("OK IDLE terminated")
+      .expect(R"(^(\S+) LOGOUT$)")
+      .line("* BYE Logging out")
+      .tagged("OK Logout completed")
+      .expect_eof();
+}
+
+class WatcherTest : public ::testing::Test {
+ protected:
+  WatcherTest() {
+    mb_.email = "incoming@example.com";
+    mb_.password = secret(kPassword);
+    mb_.name = "INBOX";
+    mb_.host = "127.0.0.1";
+    mb_.port = server_.port();
+    mb_.ssl.enabled = false;
+    // Long, so that a test finishing quickly shows the watcher did not wait for it.
+    mb_.idle_timeout = 30s;
+    mb_.delete_after_delivery = true;
+    mb_.expunge_deleted = true;
+    opts_.imap.connect_timeout = 5s;
+    opts_.imap.command_timeout = 5s;
+    opts_.imap.logout_timeout = 2s;
+    opts_.reconnect_min = 50ms;
+    opts_.reconnect_max = 200ms;
+    opts_.retry_min = 50ms;
+    opts_.retry_max = 200ms;
+  }
+
+  // Runs the watcher until run() returns (at most `limit`); the stop_ flag,
+  // raised by a script, calls stop().
+  void run_watcher(std::chrono::milliseconds limit = 10s) {
+    watcher w(io_.get_executor(), mb_, deliverer_, arbitrator_, log::logger::discard(), opts_);
+    bool returned = false;
+    clock_type::time_point stop_called{}, run_returned{};
+    asio::co_spawn(
+        io_,
+        [&]() -> asio::awaitable<void> {
+          co_await stop_.wait();
+          if (returned) co_return;
+          stop_called = clock_type::now();
+          w.stop();
+        },
+        asio::detached);
+    auto body = [&]() -> asio::awaitable<void> {
+      co_await w.run([this](const fatal_error& f) { fatals_.push_back(f); });
+      returned = true;
+      run_returned = clock_type::now();
+      stop_.set();  // releases the stop waiter if no script raised it
+    };
+    const auto r = test::run_bounded(io_, body(), limit);
+    elapsed_ = r.elapsed;
+    if (!r.finished) {
+      ADD_FAILURE() << "watcher::run() did not return within " << limit.count() << " ms";
+      w.abort();
+      stop_.set();
+      io_.restart();
+      io_.run_for(2s);
+    }
+    if (r.failure) {
+      try {
+        std::rethrow_exception(r.failure);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "exception: " << e.what();
+      }
+    }
+    if (stop_called != clock_type::time_point{} && returned) {
+      stop_latency_ =
+          std::chrono::duration_cast<std::chrono::milliseconds>(run_returned - stop_called);
+    }
+    delivered_count_ = w.delivered_count();
+    EXPECT_TRUE(server_.wait_closed()) << "the server still holds a connection";
+    EXPECT_EQ(server_.errors(), lines{});
+  }
+
+  // Declared before the server: its threads post to the io_context.
+  asio::io_context io_;
+  async_flag stop_{io_.get_executor()};
+  std::atomic<int> acknowledged_at_store_{-1};
+  std::atomic<long long> idle_started_ms_{0};
+  std::atomic<long long> idle_done_ms_{0};
+  fake_imap_server server_;
+  config::mailbox mb_;
+  watcher_options opts_;
+  std::shared_ptr<fake_deliverer> deliverer_ = std::make_shared<fake_deliverer>();
+  std::shared_ptr<fake_arbitrator> arbitrator_ = std::make_shared<fake_arbitrator>();
+  std::vector<fatal_error> fatals_;
+  std::chrono::milliseconds elapsed_{0};
+  std::chrono::milliseconds stop_latency_{-1};
+  std::uint64_t delivered_count_ = 0;
+};
+
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             clock_type::now().time_since_epoch())
+      .count();
+}
+
+TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
+  imap_script s = session_start();
+  search(s, "1 2 3");
+  fetch(s, "1:3", {1, 2, 3});
+  s.expect(R"(^(\S+) UID STORE 1:3 \+FLAGS\.SILENT \(\\Seen \\Deleted\)$)")
+      .call([d = deliverer_, this] { acknowledged_at_store_ = d->acknowledged.load(); })
+      .tagged("OK Store completed");
+  expunge(s, "1:3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0006 UID EXPUNGE 1:3",
+                                       "A0007 IDLE",
+                                       "DONE",
+                                       "A0008 LOGOUT",
+                                   }));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
+  for (const auto& c : arbitrator_->claims) {
+    EXPECT_EQ(c.mailbox_email, "incoming@example.com");
+    EXPECT_EQ(c.mailbox_name, "INBOX");
+    EXPECT_EQ(c.uidvalidity, kUidValidity);
+  }
+  EXPECT_TRUE(arbitrator_->releases.empty());
+  ASSERT_EQ(deliverer_->attempts.size(), 3u);
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    const auto& m = deliverer_->attempts[i].message;
+    EXPECT_EQ(m.uid, i + 1);
+    EXPECT_EQ(m.body, body_of(i + 1));
+    EXPECT_EQ(m.mailbox_email, "incoming@example.com");
+    EXPECT_EQ(m.mailbox_name, "INBOX");
+    EXPECT_EQ(m.uidvalidity, kUidValidity);
+  }
+  EXPECT_EQ(acknowledged_at_store_.load(), 3) << "UID STORE before every delivery was acknowledged";
+  EXPECT_EQ(delivered_count_, 3u);
+  EXPECT_TRUE(fatals_.empty());
+}
+
+TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
+  mb_.delete_after_delivery = false;
+  imap_script s = session_start();
+  search(s, "4");
+  fetch(s, "4", {4});
+  store(s, "4", R"(\\Seen)");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 4 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 4 +FLAGS.SILENT (\Seen))",
+                                       "A0006 IDLE",
+                                       "DONE",
+                                       "A0007 LOGOUT",
+                                   }));
+  EXPECT_EQ(deliverer_->delivered_uids(), uid_list{4});
+}
+
+TEST_F(WatcherTest, MessageClaimedElsewhereIsNeitherFetchedNorFlagged) {
+  arbitrator_->answer_for(2, claim_result::taken);
+  imap_script s = session_start();
+  search(s, "1 2 3");
+  fetch(s, "1,3", {1, 3});
+  store(s, "1,3");
+  expunge(s, "1,3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1,3 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0006 UID EXPUNGE 1,3",
+                                       "A0007 IDLE",
+                                       "DONE",
+                                       "A0008 LOGOUT",
+                                   }));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
+  EXPECT_TRUE(arbitrator_->releases.empty()) << "a claim we did not get is not ours to release";
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 3}));
+}
+
+TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
+  // Another instance holds every message: nothing to fetch or deliver.
+  arbitrator_->answer_next(2, claim_result::taken);
+  imap_script s = session_start();
+  search(s, "5 6");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher(5s);
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 IDLE",
+                                       "DONE",
+                                       "A0005 LOGOUT",
+                                   }));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{5, 6}));
+  EXPECT_TRUE(deliverer_->attempts.empty());
+}
+
+TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
+  deliverer_->fail_next(2, delivery::errc::target_unavailable);
+  imap_script s = session_start();
+  search(s, "1 2 3");
+  fetch(s, "1:3", {1, 2, 3});
+  store(s, "1,3");
+  expunge(s, "1,3");
+  s.expect(R"(^(\S+) IDLE$)")
+      .call([this] { idle_started_ms_ = now_ms(); })
+      .line("+ idling")
+      .expect("^DONE$")
+      .call([this] { idle_done_ms_ = now_ms(); })
+      .tagged("OK IDLE terminated");
+  search(s, "2");
+  fetch(s, "2", {2});
+  store(s, "2");
+  expunge(s, "2");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0006 UID EXPUNGE 1,3",
+                                       "A0007 IDLE",
+                                       "DONE",
+                                       "A0008 UID SEARCH UNSEEN",
+                                       "A0009 UID FETCH 2 (UID BODY.PEEK[])",
+                                       R"(A0010 UID STORE 2 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0011 UID EXPUNGE 2",
+                                       "A0012 IDLE",
+                                       "DONE",
+                                       "A0013 LOGOUT",
+                                   }));
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3, 2}));
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 3, 2})) << "each delivered exactly once";
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3, 2}));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), uid_list{2});
+  EXPECT_EQ(delivered_count_, 3u);
+  // The retry came from the backoff, not from the 30 s idle_timeout.
+  const auto idled = idle_done_ms_.load() - idle_started_ms_.load();
+  EXPECT_LT(idled, 5000) << "retried after " << idled << " ms";
+}
+
+TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
+  arbitrator_->answer_next(2, claim_result::unavailable);
+  imap_script s = session_start();
+  search(s, "1 2");
+  idle_until_done(s);
+  search(s, "1 2");
+  fetch(s, "1:2", {1, 2});
+  store(s, "1:2");
+  expunge(s, "1:2");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 IDLE",
+                                       "DONE",
+                                       "A0005 UID SEARCH UNSEEN",
+                                       "A0006 UID FETCH 1:2 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1:2",
+                                       "A0009 IDLE",
+                                       "DONE",
+                                       "A0010 LOGOUT",
+                                   }));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 1, 2}));
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2}));
+  EXPECT_LT(elapsed_, 8s) << "the retry waited for the idle_timeout";
+}
+
+TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
+  imap_script first = session_start();
+  search(first, "1 2 3");
+  first.expect(R"(^(\S+) UID FETCH 1:3 \(UID BODY\.PEEK\[\]\)$)")
+      .send(fetch_response({1}) + "* 2 FETCH (UID 2 BODY[] {40}\r\nMessage-ID: <2@exa")
+      .close();
+  server_.add(first);
+  imap_script second = session_start();
+  search(second, "1 2 3");
+  fetch(second, "1:3", {1, 2, 3});
+  store(second, "1:3");
+  expunge(second, "1:3");
+  idle_until_stopped(second, stop_);
+  server_.add(second);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.connection_count(), 2u);
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                   }));
+  EXPECT_EQ(server_.transcript(1), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0006 UID EXPUNGE 1:3",
+                                       "A0007 IDLE",
+                                       "DONE",
+                                       "A0008 LOGOUT",
+                                   }));
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3})) << "each delivered once";
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{1, 2, 3}))
+      << "the claims of the interrupted fetch are given back";
+  EXPECT_TRUE(fatals_.empty());
+}
+
+TEST_F(WatcherTest, ConnectionDroppedBeforeStoreRedeliversOnTheNewConnection) {
+  // At-least-once: delivered, but the flags never reached the server.
+  imap_script first = session_start();
+  search(first, "1 2");
+  fetch(first, "1:2", {1, 2});
+  first.expect(R"(^(\S+) UID STORE 1:2 \+FLAGS\.SILENT \(\\Seen \\Deleted\)$)").close();
+  server_.add(first);
+  imap_script second = session_start();
+  search(second, "1 2");
+  fetch(second, "1:2", {1, 2});
+  store(second, "1:2");
+  expunge(second, "1:2");
+  idle_until_stopped(second, stop_);
+  server_.add(second);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.connection_count(), 2u);
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 1, 2}));
+  EXPECT_EQ(server_.transcript(1).at(4), R"(A0005 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))");
+}
+
+TEST_F(WatcherTest, RejectedFirstLoginIsFatal) {
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY " + kCaps + "] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)")
+                  .expect_eof());
+
+  run_watcher();
+
+  ASSERT_EQ(fatals_.size(), 1u);
+  EXPECT_EQ(fatals_[0].mailbox, "incoming@example.com/INBOX");
+  EXPECT_NE(fatals_[0].message.find("Invalid credentials"), std::string::npos)
+      << fatals_[0].message;
+  EXPECT_EQ(fatals_[0].message.find(kPassword), std::string::npos) << fatals_[0].message;
+  EXPECT_EQ(server_.connection_count(), 1u) << "no reconnect after a rejected first login";
+  EXPECT_TRUE(deliverer_->attempts.empty());
+}
+
+TEST_F(WatcherTest, MissingMailboxOnFirstConnectionIsFatal) {
+  // Documented in watcher.hpp (on_fatal) and the README (exit code 1): a
+  // folder that cannot be selected is a problem reconnecting cannot cure.
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY " + kCaps + "] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("OK [CAPABILITY " + kCaps + "] Logged in")
+                  .expect(R"(^(\S+) SELECT INBOX$)")
+                  .tagged("NO [NONEXISTENT] Mailbox doesn't exist: INBOX")
+                  .expect_eof());
+
+  run_watcher(3s);
+
+  ASSERT_EQ(fatals_.size(), 1u) << "the watcher kept reconnecting instead of giving up";
+  EXPECT_EQ(fatals_[0].mailbox, "incoming@example.com/INBOX");
+  EXPECT_NE(fatals_[0].message.find("Mailbox doesn't exist"), std::string::npos)
+      << fatals_[0].message;
+  EXPECT_EQ(server_.connection_count(), 1u);
+}
+
+TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsRetried) {
+  imap_script first = session_start();
+  search(first, "");
+  first.expect(R"(^(\S+) IDLE$)").close();
+  server_.add(first);
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY " + kCaps + "] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("NO [UNAVAILABLE] Temporary authentication failure")
+                  .expect_eof());
+  imap_script third = session_start();
+  search(third, "");
+  idle_until_stopped(third, stop_);
+  server_.add(third);
+
+  run_watcher();
+
+  EXPECT_TRUE(fatals_.empty()) << "only a rejected first login is fatal";
+  EXPECT_EQ(server_.connection_count(), 3u);
+}
+
+TEST_F(WatcherTest, StopDuringIdleSendsDoneAndLogoutPromptly) {
+  imap_script s = session_start();
+  search(s, "");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 IDLE",
+                                       "DONE",
+                                       "A0005 LOGOUT",
+                                   }));
+  EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
+  EXPECT_LT(stop_latency_, 1s);
+  EXPECT_TRUE(fatals_.empty());
+}
+
+TEST_F(WatcherTest, StopDuringADeliveryLetsItFinishAndFlagsIt) {
+  deliverer_->delay = 100ms;
+  deliverer_->on_deliver = [this](const mail_message&) { stop_.set(); };
+  imap_script s = session_start();
+  search(s, "1");
+  fetch(s, "1", {1});
+  store(s, "1");
+  expunge(s, "1");
+  s.expect(R"(^(\S+) LOGOUT$)")
+      .line("* BYE Logging out")
+      .tagged("OK Logout completed")
+      .expect_eof();
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1 (UID BODY.PEEK[])",
+                                       R"(A0005 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0006 UID EXPUNGE 1",
+                                       "A0007 LOGOUT",
+                                   }));
+  EXPECT_EQ(deliverer_->delivered_uids(), uid_list{1});
+  EXPECT_TRUE(arbitrator_->releases.empty());
+}
+
+TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
+  imap_script s = session_start();
+  search(s, "1 2");
+  s.expect(R"(^(\S+) UID FETCH 1:2 \(UID BODY\.PEEK\[\]\)$)")
+      .call([stop = stop_] { stop.set(); })
+      // Long enough for the watcher to take the stop before the bodies come.
+      .silence(200ms)
+      .send(fetch_response({1, 2}))
+      .tagged("OK Fetch completed")
+      .expect(R"(^(\S+) LOGOUT$)")
+      .line("* BYE Logging out")
+      .tagged("OK Logout completed")
+      .expect_eof();
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 UID FETCH 1:2 (UID BODY.PEEK[])",
+                                       "A0005 LOGOUT",
+                                   }));
+  EXPECT_TRUE(deliverer_->attempts.empty());
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{1, 2}));
+}
+
+TEST_F(WatcherTest, StopDuringTheReconnectBackoffReturnsPromptly) {
+  opts_.reconnect_min = 5s;
+  opts_.reconnect_max = 5s;
+  server_.add(imap_script()
+                  .line("* BYE Server shutting down")
+                  .then([stop = stop_](test::imap_connection& c) {
+                    c.close_now();
+                    // The watcher is in its 5 s backoff by now.
+                    std::this_thread::sleep_for(300ms);
+                    stop.set();
+                    return false;
+                  }));
+
+  run_watcher();
+
+  EXPECT_EQ(server_.connection_count(), 1u);
+  EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
+  EXPECT_LT(stop_latency_, 1s);
+  EXPECT_TRUE(fatals_.empty()) << "a BYE is not a reason to give up";
+}
+
+TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
+  imap_script s = session_start("IMAP4rev1 UIDPLUS");
+  search(s, "");
+  // No IDLE: the watcher waits without a command; stop() must end the wait.
+  s.silence(300ms)
+      .call([stop = stop_] { stop.set(); })
+      .expect(R"(^(\S+) LOGOUT$)")
+      .line("* BYE Logging out")
+      .tagged("OK Logout completed")
+      .expect_eof();
+  server_.add(s);
+
+  run_watcher(5s);
+
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 LOGOUT",
+                                   }));
+  EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
+  EXPECT_LT(stop_latency_, 1s) << "stop() waited for the poll interval (idle_timeout)";
+}
+
+TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
+  imap_script s = session_start();
+  search(s, "");
+  s.expect(R"(^(\S+) IDLE$)")
+      .line("+ idling")
+      .line("* 4 EXISTS")
+      .expect("^DONE$")
+      .tagged("OK IDLE terminated");
+  search(s, "7");
+  fetch(s, "7", {7});
+  store(s, "7");
+  expunge(s, "7");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), uid_list{7});
+  EXPECT_EQ(server_.transcript(0), (lines{
+                                       "A0001 LOGIN incoming@example.com s3cret-pw",
+                                       "A0002 SELECT INBOX",
+                                       "A0003 UID SEARCH UNSEEN",
+                                       "A0004 IDLE",
+                                       "DONE",
+                                       "A0005 UID SEARCH UNSEEN",
+                                       "A0006 UID FETCH 7 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 7",
+                                       "A0009 IDLE",
+                                       "DONE",
+                                       "A0010 LOGOUT",
+                                   }));
+  EXPECT_LT(elapsed_, 5s) << "the pass waited for the idle_timeout";
+}
+
+TEST_F(WatcherTest, LimitMaxUnreadBoundsOnePass) {
+  mb_.limit_max_unread = 3;
+  imap_script s = session_start();
+  search(s, "1 2 3 4 5 6 7 8 9 10");
+  fetch(s, "1:3", {1, 2, 3});
+  store(s, "1:3");
+  expunge(s, "1:3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3}));
+  EXPECT_EQ(server_.transcript(0).at(3), "A0004 UID FETCH 1:3 (UID BODY.PEEK[])");
+}
+
+TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
+  uid_list first_batch, second_batch;
+  std::string all;
+  for (std::uint32_t u = 1; u <= 25; ++u) {
+    (u <= 20 ? first_batch : second_batch).push_back(u);
+    all += (all.empty() ? "" : " ") + std::to_string(u);
+  }
+  imap_script s = session_start();
+  search(s, all);
+  fetch(s, "1:20", first_batch);
+  store(s, "1:20");
+  fetch(s, "21:25", second_batch);
+  store(s, "21:25");
+  expunge(s, "1:25");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(arbitrator_->claims.size(), 25u);
+  EXPECT_EQ(deliverer_->delivered_uids().size(), 25u);
+  EXPECT_EQ(delivered_count_, 25u);
+}
+
+}  // namespace
+}  // namespace mailroom::mailbox
