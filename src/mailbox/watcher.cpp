@@ -39,6 +39,8 @@ std::chrono::milliseconds with_jitter(std::chrono::milliseconds d) {
 template <typename T>
 asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
                                         std::vector<asio::awaitable<T>> ops) {
+  // A ranged parallel_group over no operations never completes.
+  if (ops.empty()) co_return std::vector<T>{};
   using op_type = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<T>>(), asio::deferred));
   std::vector<op_type> spawned;
   spawned.reserve(ops.size());

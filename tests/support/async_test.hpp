@@ -20,8 +20,7 @@ namespace mailroom::test {
 // Raised once, from any thread; awaited on the executor it was made for.
 class async_flag {
  public:
-  explicit async_flag(boost::asio::any_io_executor ex)
-      : state_(std::make_shared<state>(ex)) {}
+  explicit async_flag(boost::asio::any_io_executor ex) : state_(std::make_shared<state>(ex)) {}
 
   // Thread-safe: the change happens on the executor.
   void set() const {

@@ -236,9 +236,8 @@ class fake_imap_server {
       if (index < scripts_.size()) script = scripts_[index];
       conn_state* raw = st.get();
       conns_.push_back(std::move(st));
-      raw->thread = std::thread([this, index, fd, script = std::move(script)] {
-        run_connection(index, fd, script);
-      });
+      raw->thread = std::thread(
+          [this, index, fd, script = std::move(script)] { run_connection(index, fd, script); });
     }
   }
 
@@ -303,7 +302,7 @@ inline bool imap_connection::send(const std::string& bytes) {
 }
 
 inline std::optional<std::string> imap_connection::read_line(std::chrono::milliseconds timeout,
-                                                              bool& timed_out) {
+                                                             bool& timed_out) {
   timed_out = false;
   const auto until = std::chrono::steady_clock::now() + timeout;
   for (;;) {

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -146,7 +147,10 @@ class WatcherTest : public ::testing::Test {
         },
         asio::detached);
     auto body = [&]() -> asio::awaitable<void> {
-      co_await w.run([this](const fatal_error& f) { fatals_.push_back(f); });
+      const std::function<void(const fatal_error&)> on_fatal = [this](const fatal_error& f) {
+        fatals_.push_back(f);
+      };
+      co_await w.run(on_fatal);
       returned = true;
       run_returned = clock_type::now();
       stop_.set();  // releases the stop waiter if no script raised it
@@ -194,8 +198,7 @@ class WatcherTest : public ::testing::Test {
 };
 
 long long now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             clock_type::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now().time_since_epoch())
       .count();
 }
 
@@ -379,7 +382,7 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
   idle_until_stopped(s, stop_);
   server_.add(s);
 
-  run_watcher();
+  run_watcher(5s);
 
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
@@ -587,7 +590,7 @@ TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
       .expect_eof();
   server_.add(s);
 
-  run_watcher();
+  run_watcher(5s);
 
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
