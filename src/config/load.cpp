@@ -171,8 +171,9 @@ void scrub(std::vector<diagnostic>& diags, const std::vector<std::string>& secre
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   for (auto& d : diags) {
     for (const auto& s : all) {
+      // Key paths are not scrubbed: they are names from the file's structure,
+      // and a short password such as "secret" would mangle `jwt_secret_path`.
       replace_all(d.message, s, secret::redacted);
-      replace_all(d.key, s, secret::redacted);
     }
     for (const auto& s : secrets) {
       if (s.size() >= 4) replace_all(d.mailbox, s, secret::redacted);

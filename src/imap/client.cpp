@@ -202,7 +202,7 @@ asio::awaitable<error_code> client::connect_and_login(
   if (!mb_.ssl.enabled && mb_.start_tls) {
     if (capabilities_.empty()) {
       const command_builder capability_cmd("CAPABILITY");
-    auto r = co_await run(capability_cmd);
+      auto r = co_await run(capability_cmd);
       if (!r) co_return r.error();
     }
     if (!has_capability("STARTTLS"))
@@ -346,6 +346,7 @@ void client::send_done() {
 
 void client::interrupt_idle() {
   interrupted_ = true;
+  if (polling_ && idle_timer_) idle_timer_->cancel();  // no IDLE: end the poll wait
   send_done();
 }
 
@@ -355,7 +356,9 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::secon
     // No IDLE: poll every `timeout` (mail_room requires IDLE; we degrade).
     idle_timer_ = std::make_shared<asio::steady_timer>(executor_, timeout);
     error_code ec;
+    polling_ = true;
     co_await idle_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    polling_ = false;
     co_return interrupted_ ? idle_end::interrupted : idle_end::timeout;
   }
   const std::string tag = session_.submit(command_builder("IDLE"));
@@ -418,7 +421,7 @@ asio::awaitable<void> client::logout() {
   const auto saved = opts_.command_timeout;
   opts_.command_timeout = opts_.logout_timeout;
   const command_builder logout_cmd("LOGOUT");
-    auto r = co_await run(logout_cmd);
+  auto r = co_await run(logout_cmd);
   (void)r;  // BYE then OK, or the server just closes: either is fine
   opts_.command_timeout = saved;
   close();

@@ -124,6 +124,7 @@ class client {
   bool idling_ = false;
   bool done_sent_ = false;
   bool interrupted_ = false;
+  bool polling_ = false;  // waiting out `timeout` on a server without IDLE
   bool writing_ = false;
   // Callbacks scheduled on the executor check this before touching the client.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

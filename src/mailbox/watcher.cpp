@@ -137,9 +137,11 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
   };
   auto ec = co_await c.connect_and_login(on_step);
   if (ec) co_return ec;
-  logged_in = true;
   log_->info(context_line("Setting mailbox"));
   if (auto e = co_await c.select(mb_.name)) co_return e;
+  // Only a session that got this far proves the settings work; until then a
+  // permanent error (login, certificate, missing folder) ends the process.
+  logged_in = true;
   connected_ = true;
 
   while (!stopping_) {
