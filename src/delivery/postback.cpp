@@ -16,7 +16,6 @@
 
 namespace mailroom::delivery {
 
-
 std::string url_without_userinfo(const std::string& url) {
   const std::size_t scheme_end = url.find("://");
   const std::size_t authority = scheme_end == std::string::npos ? 0 : scheme_end + 3;
