@@ -152,7 +152,7 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
     if (pass.delivery_failed) {
       retry_delay_ =
           retry_delay_.count() == 0 ? opts_.retry_min : std::min(retry_delay_ * 2, opts_.retry_max);
-      wait = std::min(wait, std::chrono::duration_cast<std::chrono::seconds>(retry_delay_) + 1s);
+      wait = std::min(wait, std::chrono::ceil<std::chrono::seconds>(retry_delay_));
     } else {
       retry_delay_ = 0ms;
     }
