@@ -2,8 +2,8 @@
 # Install everything mailroom needs to build, test and run its demo on Debian 12.
 # Idempotent: packages already present are skipped by apt. Run as root (or via sudo).
 #
-# Boost comes from libboost1.81-dev: never libboost-all-dev/libboost-dev, which are
-# Boost 1.74 and remove the 1.81 packages.
+# Boost comes from the versioned libboost1.81-dev packages: Debian's unversioned
+# Boost dev packages are Boost 1.74 and would remove the 1.81 ones.
 set -euo pipefail
 
 build_pkgs=(
