@@ -8,24 +8,27 @@
 #   5. real Dovecot + Redis + Sidekiq (tests/servers/start-all.sh) and
 #      /usr/bin/python3 -m pytest tests/integration against build/mailroom
 #   6. everything stopped again (also on failure or Ctrl-C)
-#   7. closing line "N passed, N failed" (ctest + pytest); exit 1 if anything failed
+#   7. build-fuzz/   libFuzzer targets (clang-14), each run for $MAILROOM_FUZZ_SECONDS
+#                    (20) on a copy of its seed corpus in fuzz/corpus/
+#   8. closing line "N passed, N failed" (ctest + pytest + fuzzers); exit 1 if anything failed
 #
 # usage: scripts/test.sh [--quick] [--no-deps] [--no-asan] [--no-ctest] [--no-pytest]
-#                        [-k EXPR] [--keep-servers]
+#                        [--no-fuzz] [-k EXPR] [--keep-servers]
 #   --quick         skip the sanitizer build (step 4)
 #   --no-deps       skip step 1
 #   --no-ctest      skip step 3 (and 4)
 #   --no-pytest     skip step 5
+#   --no-fuzz       skip step 7
 #   -k EXPR         only the integration tests matching EXPR (pytest -k)
 #   --keep-servers  leave the test servers running (prints how to stop them)
 # env: MAILROOM_JOBS (2) build parallelism; MAILROOM_BUILD_DIR (build),
-#      MAILROOM_ASAN_BUILD_DIR (build-asan)
+#      MAILROOM_ASAN_BUILD_DIR (build-asan); MAILROOM_FUZZ_SECONDS (20) per fuzzer
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 
-QUICK=0 DEPS=1 CTEST=1 PYTEST=1 KEEP=0
+QUICK=0 DEPS=1 CTEST=1 PYTEST=1 FUZZ=1 KEEP=0
 PYTEST_K=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --no-deps) DEPS=0 ;;
     --no-ctest) CTEST=0 ;;
     --no-pytest) PYTEST=0 ;;
+    --no-fuzz) FUZZ=0 ;;
     --keep-servers) KEEP=1 ;;
     -k) shift; PYTEST_K=(-k "${1:?-k needs an expression}") ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -237,13 +241,56 @@ main() {
     fi
   fi
 
+  # 6. fuzzers: a short bounded run of each libFuzzer target ---------------------------
+  if [ "$FUZZ" = 1 ]; then
+    FUZZERS=(imap_response_parser_fuzz resp_parser_fuzz config_load_fuzz)
+    banner "build-fuzz"
+    t="$(now)"
+    # Only the fuzz targets and the I/O-free libraries they link.
+    { cmake -S . -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILROOM_FUZZ=ON \
+        -DMAILROOM_TESTS=OFF -DCMAKE_CXX_COMPILER=clang++-14 &&
+      cmake --build "$ROOT/build-fuzz" -j"$JOBS" --target "${FUZZERS[@]}"; } 2>&1 |
+      tee "$LOGS/build-fuzz.log"
+    if [ "${PIPESTATUS[0]}" = 0 ]; then
+      phase build-fuzz "$(took "$t")" ok
+    else
+      phase build-fuzz "$(took "$t")" FAILED
+      fail_note "build-fuzz failed (log: $LOGS/build-fuzz.log)"
+      FAILED=$((FAILED + 1))
+      FUZZERS=()
+    fi
+    if [ "${#FUZZERS[@]}" -gt 0 ]; then
+      for target in "${FUZZERS[@]}"; do
+        corpus="${target%_fuzz}"
+        case "$corpus" in imap_response_parser) corpus=imap_response ;; resp_parser) corpus=resp ;;
+                          config_load) corpus=config ;; esac
+        banner "fuzz $target (${FUZZ_SECONDS:=${MAILROOM_FUZZ_SECONDS:-20}} s)"
+        t="$(now)"
+        work="$(mktemp -d /tmp/mailroom-fuzz.XXXXXX)"
+        # New inputs go to the scratch dir; the seeds in the repo stay as they are.
+        "$ROOT/build-fuzz/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+          -artifact_prefix="$work/" "$work" "fuzz/corpus/$corpus" > "$LOGS/$target.log" 2>&1
+        rc=$?
+        runs="$(grep -oE 'Done [0-9]+ runs' "$LOGS/$target.log" | grep -oE '[0-9]+' || echo '?')"
+        if [ "$rc" = 0 ]; then
+          PASSED=$((PASSED + 1)); phase "$target" "$(took "$t")" "ok, $runs runs"
+          rm -rf "$work"
+        else
+          FAILED=$((FAILED + 1)); phase "$target" "$(took "$t")" "FAILED (exit $rc)"
+          tail -n 40 "$LOGS/$target.log"
+          fail_note "$target found a crash (log: $LOGS/$target.log, input in $work)"
+        fi
+      done
+    fi
+  fi
+
   # 7. summary -------------------------------------------------------------------------
   banner "summary"
   for ph in "${PHASES[@]}"; do
     IFS='|' read -r name secs result <<<"$ph"
-    printf '  %-16s %6ss  %s\n' "$name" "$secs" "$result"
+    printf '  %-26s %6ss  %s\n' "$name" "$secs" "$result"
   done
-  printf '  %-16s %6ss\n' total "$(took "$T0")"
+  printf '  %-26s %6ss\n' total "$(took "$T0")"
   for n in "${NOTES[@]}"; do echo "  ! $n"; done
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" = 0 ]
