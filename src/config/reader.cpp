@@ -379,6 +379,9 @@ void read_tls_params(map_view& m, tls_options& out) {
     long long n = 0;
     if (l == "none" || (parse_integer(l, n) && n == 0)) {
       out.verify_peer = false;
+      m.ctx.warning(m.get("verify_mode")->line, m.path_of("verify_mode"),
+                    "certificate verification is off: a machine in the network path can "
+                    "impersonate the server and read the credentials and the mail");
     } else if (l == "peer" || l == "client_once" || l == "fail_if_no_peer_cert" ||
                (parse_integer(l, n) && n > 0)) {
       // client_once and fail_if_no_peer_cert only matter to servers; as a

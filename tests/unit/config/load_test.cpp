@@ -157,6 +157,21 @@ TEST(load, symbol_values_are_accepted_for_enums) {
   }
 }
 
+TEST(load, turning_certificate_verification_off_is_a_warning) {
+  auto r = load(noop + "    ssl:\n      verify_mode: none\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_FALSE(r.cfg->mailboxes[0].ssl.verify_peer);
+  EXPECT_DIAG(
+      r,
+      "config.yml:7: warning: mailbox alice@example.com/inbox: ssl.verify_mode: certificate "
+      "verification is off: a machine in the network path can impersonate the server and "
+      "read the credentials and the mail");
+
+  r = load(noop + "    ssl:\n      verify_mode: peer\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+}
+
 TEST(load, idle_timeout_too_large) {
   auto r = load(noop + "    idle_timeout: 1800\n");
   ASSERT_EQ(r.diagnostics.size(), 1u) << test::dump(r);
@@ -545,7 +560,9 @@ TEST(load, symbol_and_plain_keys_at_every_level) {
       "  :address: 0.0.0.0\n"
       "  port: 8080\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
-  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  // The only diagnostic: turning verification off is always pointed out.
+  ASSERT_EQ(r.diagnostics.size(), 1u) << test::dump(r);
+  EXPECT_EQ(r.diagnostics[0].key, "ssl.verify_mode");
   const auto& mb = r.cfg->mailboxes[0];
   EXPECT_EQ(mb.label(), "alice@example.com/inbox");
   EXPECT_FALSE(mb.ssl.verify_peer);
