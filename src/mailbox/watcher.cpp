@@ -100,7 +100,7 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
     current_ = &c;
     bool logged_in = false;
     const error_code ec = co_await session(c, logged_in);
-    connected_ = false;
+    state_ = watcher_state::connecting;
     if (logged_in) {
       ever_logged_in = true;
       backoff = opts_.reconnect_min;
@@ -117,6 +117,7 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
       auto f = context_line("Giving up");
       f["error"] = ec.message() + ": " + c.last_error();
       log_->error(f);
+      state_ = watcher_state::stopped;
       on_fatal({mb_.label(), ec.message() + ": " + c.last_error()});
       co_return;
     }
@@ -126,9 +127,12 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
                     : "connection ended";
     f["retry_in_ms"] = delay.count();
     log_->warn(f);
+    state_ = watcher_state::backing_off;
     co_await sleep(delay);
+    state_ = watcher_state::connecting;
     backoff = std::min(backoff * 2, opts_.reconnect_max);
   }
+  state_ = watcher_state::stopped;
 }
 
 asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
@@ -142,7 +146,7 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
   // Only a session that got this far proves the settings work; until then a
   // permanent error (login, certificate, missing folder) ends the process.
   logged_in = true;
-  connected_ = true;
+  state_ = watcher_state::connected;
 
   while (!stopping_) {
     const pass_result pass = co_await process_mailbox(c);

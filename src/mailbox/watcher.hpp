@@ -34,6 +34,14 @@ struct watcher_options {
   std::chrono::milliseconds retry_max{300000};
 };
 
+// Where a watcher is, for health checks and tests.
+enum class watcher_state {
+  connecting,   // TCP/TLS/LOGIN/SELECT in progress
+  connected,    // selected: processing or idling
+  backing_off,  // waiting before the next connection attempt
+  stopped,      // run() has returned
+};
+
 // Why a watcher gave up for good (the coordinator decides what to do).
 struct fatal_error {
   std::string mailbox;  // label
@@ -59,7 +67,8 @@ class watcher {
   void abort();
 
   const config::mailbox& mailbox() const { return mb_; }
-  bool connected() const { return connected_; }
+  watcher_state state() const { return state_; }
+  bool connected() const { return state_ == watcher_state::connected; }
   std::uint64_t delivered_count() const { return delivered_; }
 
  private:
@@ -81,7 +90,7 @@ class watcher {
   std::shared_ptr<log::logger> log_;
   watcher_options opts_;
   bool stopping_ = false;
-  bool connected_ = false;
+  watcher_state state_ = watcher_state::connecting;
   std::uint64_t delivered_ = 0;
   imap::client* current_ = nullptr;
   std::shared_ptr<boost::asio::steady_timer> sleep_timer_;

@@ -104,6 +104,26 @@ std::vector<std::string> auth_command(const std::string& username, const secret&
   return args;
 }
 
+// AUTH on a fresh connection (to a master or a sentinel). On failure sets
+// `last_error` (never with the password) and returns the error.
+asio::awaitable<error_code> authenticate(net::stream& st, resp_parser& parser,
+                                         std::vector<char>& buf, const std::string& username,
+                                         const secret& password, net::duration timeout,
+                                         const std::string& where, std::string& last_error) {
+  std::vector<std::string> args = auth_command(username, password);
+  std::string detail;
+  auto r = co_await exchange(st, parser, buf, std::move(args), timeout, detail);
+  if (!r.has_value()) {
+    last_error = fmt::format("{}: {}", where, detail);
+    co_return r.error();
+  }
+  if (r->is_error()) {
+    last_error = fmt::format("{} rejected AUTH: {}", where, r->str);
+    co_return error_code(errc::auth_failed);
+  }
+  co_return error_code{};
+}
+
 }  // namespace
 
 struct client::state {
@@ -337,16 +357,9 @@ asio::awaitable<error_code> client::state::ask_sentinel(const config::sentinel_e
   const std::string& username = own ? sentinel.username : target.sentinel_username;
   std::string detail;
   if (!password.empty()) {
-    auto r = co_await exchange(st, parser, read_buf, auth_command(username, password),
-                               opts.connect_timeout, detail);
-    if (!r.has_value()) {
-      last_error = fmt::format("{}: {}", where, detail);
-      co_return r.error();
-    }
-    if (r->is_error()) {
-      last_error = fmt::format("{} rejected AUTH: {}", where, r->str);
-      co_return error_code(errc::auth_failed);
-    }
+    if (error_code ec = co_await authenticate(st, parser, read_buf, username, password,
+                                              opts.connect_timeout, where, last_error))
+      co_return ec;
   }
   const std::vector<std::string> query{"SENTINEL", "get-master-addr-by-name", target.host};
   auto r = co_await exchange(st, parser, read_buf, query, opts.connect_timeout, detail);
@@ -413,15 +426,10 @@ asio::awaitable<error_code> client::state::open_master(const std::string& host, 
     return exchange(*st, *parser, read_buf, std::move(args), opts.connect_timeout, detail);
   };
   if (!target.password.empty()) {
-    auto r = co_await setup(auth_command(target.username, target.password));
-    if (!r.has_value()) {
-      last_error = fmt::format("{}: {}", where, detail);
-      co_return r.error();
-    }
-    if (r->is_error()) {
-      last_error = fmt::format("{} rejected AUTH: {}", where, r->str);
-      co_return error_code(errc::auth_failed);
-    }
+    if (error_code ec =
+            co_await authenticate(*st, *parser, read_buf, target.username, target.password,
+                                  opts.connect_timeout, where, last_error))
+      co_return ec;
   }
   if (target.db != 0) {
     // Built before co_await: g++ 12 rejects a braced list of literals there.

@@ -12,6 +12,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -141,6 +143,14 @@ class WatcherTest : public ::testing::Test {
         io_,
         [&]() -> asio::awaitable<void> {
           co_await stop_.wait();
+          if (stop_in_backoff_) {
+            // Poll the watcher's state on the loop until it waits to reconnect.
+            asio::steady_timer poll(io_);
+            while (!returned && w.state() != watcher_state::backing_off) {
+              poll.expires_after(5ms);
+              co_await poll.async_wait(asio::use_awaitable);
+            }
+          }
           if (returned) co_return;
           stop_called = clock_type::now();
           w.stop();
@@ -194,6 +204,7 @@ class WatcherTest : public ::testing::Test {
   std::vector<fatal_error> fatals_;
   std::chrono::milliseconds elapsed_{0};
   std::chrono::milliseconds stop_latency_{-1};
+  bool stop_in_backoff_ = false;  // stop only once the watcher is backing off
   std::uint64_t delivered_count_ = 0;
 };
 
@@ -606,12 +617,11 @@ TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
 TEST_F(WatcherTest, StopDuringTheReconnectBackoffReturnsPromptly) {
   opts_.reconnect_min = 5s;
   opts_.reconnect_max = 5s;
+  stop_in_backoff_ = true;
   server_.add(imap_script()
                   .line("* BYE Server shutting down")
                   .then([stop = stop_](test::imap_connection& c) {
                     c.close_now();
-                    // The watcher is in its 5 s backoff by now.
-                    std::this_thread::sleep_for(300ms);
                     stop.set();
                     return false;
                   }));
