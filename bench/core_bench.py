@@ -48,6 +48,7 @@ def write_config(path, user, port, redis_port, queue, log_path):
     :host: 127.0.0.1
     :port: {port}
     :ssl: false
+    :allow_plaintext_login: true
     :email: {user}
     :password: secret
     :name: inbox

@@ -3,6 +3,7 @@
 // parsed whole and again in small pieces; the two must agree exactly, which
 // checks the incremental framing as well as memory safety.
 #include "imap/proto/decode.hpp"
+#include "imap/proto/fetch_summary.hpp"
 #include "imap/proto/response_parser.hpp"
 #include "imap/proto/session.hpp"
 
@@ -32,7 +33,13 @@ void exercise_decoders(const response& r) {
   (void)decode_uidvalidity(r);
   (void)decode_uidnext(r);
   if (r.keyword == "SEARCH") (void)decode_search(r);
-  if (r.keyword == "FETCH") (void)decode_fetch(response(r));
+  if (r.keyword == "FETCH") {
+    (void)decode_fetch(response(r));
+    // The operator commands' decoder (INTERNALDATE, RFC822.SIZE, header sections).
+    auto summary = decode_message_summary(response(r));
+    (void)summary;
+  }
+  if (!r.text.empty()) (void)parse_internal_date(r.text);
 }
 
 struct outcome {

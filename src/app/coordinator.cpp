@@ -1,5 +1,7 @@
 #include "app/coordinator.hpp"
 
+#include "app/health_routes.hpp"
+
 #include "arbitration/noop_arbitrator.hpp"
 #include "arbitration/redis_arbitrator.hpp"
 #include "common/logger.hpp"
@@ -115,8 +117,17 @@ int run_service(const config::config& cfg, const run_options& opts) {
     } else {
       arbitrator = std::make_shared<arbitration::noop_arbitrator>();
     }
+    mailbox::watcher_options wopts;
+    wopts.imap.connect_timeout = mb.connect_timeout;
+    wopts.imap.command_timeout = mb.command_timeout;
+    // A literal may exceed RFC822.SIZE a little (servers that convert line
+    // ends); anything far beyond it is hostile and ends the connection.
+    const std::uint64_t literal_cap = mb.max_message_size + mb.max_message_size / 8 + (1u << 20);
+    wopts.imap.parser_limits.max_literal_size = static_cast<std::size_t>(literal_cap);
+    wopts.imap.parser_limits.max_response_literal_bytes = static_cast<std::size_t>(2 * literal_cap);
+    wopts.fetch_bytes = std::max<std::uint64_t>(wopts.fetch_bytes, mb.max_message_size);
     watchers.push_back(std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer),
-                                                          std::move(arbitrator), log));
+                                                          std::move(arbitrator), log, wopts));
   }
 
   observability::health_server health(ex);
@@ -126,6 +137,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
                                cfg.health.port, ec.message()));
       return 1;
     }
+    health.set_routes(make_health_routes(cfg, watchers, health));
     asio::co_spawn(ex, health.serve(), asio::detached);
   }
 

@@ -20,6 +20,8 @@ struct claim_request {
 enum class claim_result {
   granted,     // we deliver it
   taken,       // another instance holds it: skip
+  delivered,   // already delivered (by any instance) but still in the folder:
+               // flag it without delivering it again
   unavailable  // arbitration store unreachable: skip for now, retry next pass
 };
 
@@ -33,6 +35,11 @@ class arbitrator {
   // Gives the claim back after a failed delivery so the next pass (of any
   // instance) can retry at once instead of after the key expires. Best effort.
   virtual boost::asio::awaitable<void> release(const claim_request& r) = 0;
+  // Records that the target acknowledged the message (job id `jid`), so that
+  // an instance that still finds it unflagged (the deliverer crashed before
+  // flagging it) flags it instead of delivering it twice. Best effort.
+  virtual boost::asio::awaitable<void> mark_delivered(const claim_request& r,
+                                                      const std::string& jid) = 0;
 };
 
 }  // namespace mailroom::arbitration

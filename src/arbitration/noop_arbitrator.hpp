@@ -13,6 +13,9 @@ class noop_arbitrator : public arbitrator {
     co_return claim_result::granted;
   }
   boost::asio::awaitable<void> release(const claim_request&) override { co_return; }
+  boost::asio::awaitable<void> mark_delivered(const claim_request&, const std::string&) override {
+    co_return;
+  }
 };
 
 }  // namespace mailroom::arbitration

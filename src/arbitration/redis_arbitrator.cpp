@@ -1,6 +1,9 @@
 #include "arbitration/redis_arbitrator.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <random>
 
 #include <utility>
 #include <vector>
@@ -20,17 +23,28 @@ std::string arbitration_key(const config::arbitration_options& opts, const claim
       fmt::format("delivered:{}:{}:{}:{}", r.mailbox_email, r.mailbox_name, r.uidvalidity, r.uid));
 }
 
+namespace {
+
+std::string instance_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::random_device rd;
+  return fmt::format("claimed:{}:{}:{:08x}", host, ::getpid(), rd());
+}
+
+}  // namespace
+
 redis_arbitrator::redis_arbitrator(config::arbitration_options opts,
                                    std::shared_ptr<redis::client> client)
-    : opts_(std::move(opts)), client_(std::move(client)) {}
+    : opts_(std::move(opts)), client_(std::move(client)), claim_value_(instance_name()) {}
 
 boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request& r,
                                                              std::string& error_detail) {
   const std::string key = arbitration_key(opts_, r);
-  // redis-rb's wire order for `set(key, 1, nx: true, ex: 600)`:
-  // "set" "delivered:101" "1" "EX" "600" "NX".
-  std::vector<std::string> args{"SET", key, "1", "EX", std::to_string(opts_.expiration.count()),
-                                "NX"};
+  // mail_room's wire order ("SET" key value "EX" n "NX"), with a claim value
+  // and the shorter claim TTL.
+  std::vector<std::string> args{
+      "SET", key, claim_value_, "EX", std::to_string(opts_.claim_ttl.count()), "NX"};
   auto reply = co_await client_->command(std::move(args));
   if (!reply.has_value()) {
     error_detail = fmt::format("SET {} NX on {}: {} ({})", key, client_->describe(),
@@ -38,10 +52,26 @@ boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request
     co_return claim_result::unavailable;
   }
   if (reply->is_simple("OK")) co_return claim_result::granted;
-  if (reply->is_null()) co_return claim_result::taken;
-  error_detail =
-      fmt::format("SET {} NX on {}: {}", key, client_->describe(), redis::to_string(*reply));
-  co_return claim_result::unavailable;
+  if (!reply->is_null()) {
+    error_detail =
+        fmt::format("SET {} NX on {}: {}", key, client_->describe(), redis::to_string(*reply));
+    co_return claim_result::unavailable;
+  }
+  // The key exists: a claim in progress, or a finished delivery whose
+  // instance did not flag the message (it died, or it is about to).
+  std::vector<std::string> get{"GET", key};
+  auto value = co_await client_->command(std::move(get));
+  if (value.has_value() && value->k == redis::reply::kind::bulk &&
+      value->str.starts_with("delivered:"))
+    co_return claim_result::delivered;
+  co_return claim_result::taken;
+}
+
+boost::asio::awaitable<void> redis_arbitrator::mark_delivered(const claim_request& r,
+                                                              const std::string& jid) {
+  std::vector<std::string> args{"SET", arbitration_key(opts_, r), "delivered:" + jid, "EX",
+                                std::to_string(opts_.expiration.count())};
+  co_await client_->command(std::move(args));
 }
 
 boost::asio::awaitable<void> redis_arbitrator::release(const claim_request& r) {

@@ -1,7 +1,17 @@
 // mail_room's redis arbitration (lib/mail_room/arbitration/redis.rb,
 // mail_room-behaviour §4.2): an instance may deliver a message only if it is
-// the first to set its key, `SET <key> 1 EX 600 NX`. The key expires so that a
-// message claimed by an instance that crashed becomes claimable again.
+// the first to set its key. mail_room sets `<key> 1 EX 600 NX` and never
+// learns whether the delivery happened; we keep two states in the same key:
+//
+//   claimed:<instance>  SET NX EX claim_ttl, before the delivery. If the
+//                       instance dies, the claim expires after claim_ttl
+//                       (not 600 s) and another instance delivers the message.
+//   delivered:<jid>     SET EX expiration, after the target acknowledged.
+//                       An instance that finds this value flags the message
+//                       instead of delivering it again.
+//
+// mail_room instances see a key either way and skip the message; the "1"
+// they write reads as "taken" here. So mixed fleets still deliver once.
 #pragma once
 
 #include "arbitration/arbitrator.hpp"
@@ -34,9 +44,18 @@ class redis_arbitrator : public arbitrator {
   // DEL <key>; failures are ignored (the key expires anyway).
   boost::asio::awaitable<void> release(const claim_request& r) override;
 
+  // SET <key> delivered:<jid> EX <expiration>; failures are logged by nobody
+  // and cost at most a duplicate with the same jid after a crash.
+  boost::asio::awaitable<void> mark_delivered(const claim_request& r,
+                                              const std::string& jid) override;
+
+  // "claimed:<host>:<pid>:<random>", the value of this process's claims.
+  const std::string& claim_value() const { return claim_value_; }
+
  private:
   config::arbitration_options opts_;
   std::shared_ptr<redis::client> client_;
+  std::string claim_value_;
 };
 
 }  // namespace mailroom::arbitration

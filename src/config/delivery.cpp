@@ -381,6 +381,10 @@ void read_arbitration(map_view& mbox, mailbox& mb) {
   if (read_int(opts, "expiration", 1, 0x7fffffff, expiration)) {
     mb.arbitration_opts.expiration = std::chrono::seconds(expiration);
   }
+  long long claim_ttl = 0;
+  if (read_int(opts, "claim_ttl", 1, 0x7fffffff, claim_ttl)) {
+    mb.arbitration_opts.claim_ttl = std::chrono::seconds(claim_ttl);
+  }
   opts.warn_unknown();
 }
 

@@ -366,13 +366,17 @@ struct eval_error {
   std::string message;
 };
 
-std::optional<std::string> read_small_file(const std::string& path, std::string& error) {
+// `mode` receives the file's permission bits (of the target, when `path` is
+// a symlink, as Kubernetes mounts secrets).
+std::optional<std::string> read_small_file(const std::string& path, std::string& error,
+                                           std::filesystem::perms& mode) {
   std::error_code ec;
   auto st = std::filesystem::status(path, ec);
   if (ec) {
     error = ec.message();
     return std::nullopt;
   }
+  mode = st.permissions();
   if (!std::filesystem::is_regular_file(st)) {
     // Devices and FIFOs could block or never end.
     error = "not a regular file";
@@ -401,8 +405,25 @@ std::optional<std::string> read_small_file(const std::string& path, std::string&
   return ss.str();
 }
 
+// File.read(...) inserts secrets (passwords, tokens): a file any local user
+// can read (S_IROTH) leaks them to every account and service on the host.
+std::optional<std::string> readable_by_others(const std::string& what,
+                                              const std::filesystem::path& written,
+                                              const std::filesystem::path& resolved,
+                                              std::filesystem::perms mode) {
+  using std::filesystem::perms;
+  if ((mode & perms::others_read) == perms::none) return std::nullopt;
+  // A relative path is shown resolved too: chmod needs the real file.
+  const std::string file =
+      written.is_relative() ? "the file " + quote_for_message(resolved.string()) : "the file";
+  return fmt::format("{}: {} is readable by other users (mode {:04o}); chmod o-r it", what, file,
+                     static_cast<unsigned>(mode) & 07777);
+}
+
+// `notes` collects warnings about expressions that evaluated fine.
 std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& env,
-                                         const std::string& base_dir) {
+                                         const std::string& base_dir,
+                                         std::vector<std::string>& notes) {
   // Wrapped expressions recurse at most max_nesting deep.
   value v;
   const std::string what = describe(e);
@@ -426,7 +447,7 @@ std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& 
     }
     case expression::kind::url_encode:
     case expression::kind::uri_escape: {
-      auto inner = evaluate(*e.inner, env, base_dir);
+      auto inner = evaluate(*e.inner, env, base_dir, notes);
       if (std::holds_alternative<eval_error>(inner)) return inner;
       const auto& in = std::get<value>(inner);
       v = {value::kind::string,
@@ -437,10 +458,12 @@ std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& 
       std::filesystem::path p(e.arg);
       if (p.is_relative()) p = std::filesystem::path(base_dir) / p;
       std::string error;
-      auto content = read_small_file(p.string(), error);
+      auto mode = std::filesystem::perms::none;
+      auto content = read_small_file(p.string(), error, mode);
       if (!content) {
         return eval_error{what + ": cannot read " + quote_for_message(p.string()) + ": " + error};
       }
+      if (auto note = readable_by_others(what, e.arg, p, mode)) notes.push_back(std::move(*note));
       v = {value::kind::string, std::move(*content)};
       break;
     }
@@ -623,7 +646,9 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
       if (!expr) {
         unsupported(tag_line, content);
       } else {
-        auto result = evaluate(*expr, env, base_dir);
+        std::vector<std::string> notes;
+        auto result = evaluate(*expr, env, base_dir, notes);
+        std::size_t insert = erb_warning::no_insert;
         if (auto* err = std::get_if<eval_error>(&result)) {
           out.errors.push_back({tag_line, err->message});
         } else {
@@ -635,8 +660,10 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
             if (c == '\n') out.line_map.push_back(tag_line);
           }
           out.inserted.emplace_back(begin, out.text.size());
+          insert = out.inserted.size() - 1;
           if (!v.s.empty()) out.inserted_values.push_back(v.s);
         }
+        for (auto& note : notes) out.warnings.push_back({tag_line, insert, std::move(note)});
       }
     } else {
       if (content.starts_with('-')) content.remove_prefix(1);  // "<%-" in trim mode

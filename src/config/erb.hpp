@@ -21,6 +21,17 @@ struct erb_error {
   std::string message;
 };
 
+// Something worth telling the operator about an expression that did evaluate.
+struct erb_warning {
+  int line = 0;  // 1-based line of the tag in the original text
+  // Index into erb_output::inserted of the tag's output, so the YAML reader
+  // can name the mailbox and key the value went to; no_insert when the tag
+  // produced none (its evaluation failed).
+  std::size_t insert = no_insert;
+  std::string message;  // never contains the inserted value
+  static constexpr std::size_t no_insert = static_cast<std::size_t>(-1);
+};
+
 struct erb_output {
   std::string text;
   // line_map[i]: original 1-based line where output line i (0-based) starts.
@@ -32,6 +43,8 @@ struct erb_output {
   std::vector<std::pair<std::size_t, std::size_t>> inserted;
   std::vector<std::string> inserted_values;
   std::vector<erb_error> errors;
+  // File.read(...) of a secret file that other users can read (mode o+r).
+  std::vector<erb_warning> warnings;
 
   // 1-based original line of the 0-based output line (clamped).
   int original_line(int output_line) const;

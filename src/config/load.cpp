@@ -102,6 +102,9 @@ void read_health_check(detail::map_view& top, health_check& hc) {
   } else {
     detail::read_port(m, "port", hc.port);
   }
+  long long stuck = 0;
+  if (detail::read_int(m, "stuck_after", 10, 86400, stuck))
+    hc.stuck_after = std::chrono::seconds(stuck);
   m.warn_unknown();
 }
 
@@ -144,6 +147,37 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
     detail::check_mailboxes(ctx, cfg.mailboxes);
   }
   read_health_check(top, cfg.health);
+  for (const auto& mb : cfg.mailboxes) {
+    // A claim that expires while its delivery still runs lets another
+    // instance deliver the same message.
+    if (mb.arbitration != arbitration_method::redis || mb.delivery != delivery_method::postback)
+      continue;
+    const auto longest = std::chrono::duration_cast<std::chrono::seconds>(
+        mb.postback.connect_timeout + mb.postback.response_timeout);
+    if (longest >= mb.arbitration_opts.claim_ttl) {
+      ctx.mailbox = mb.label();
+      ctx.warning(mb.where.line, "arbitration_options.claim_ttl",
+                  fmt::format("{} s is not above the webhook's connect + response timeout ({} s): "
+                              "a slow delivery could be repeated by another instance",
+                              mb.arbitration_opts.claim_ttl.count(), longest.count()));
+      ctx.mailbox.clear();
+    }
+  }
+  if (cfg.health.enabled) {
+    // A mailbox legitimately silent for longer than stuck_after (a long IDLE
+    // plus a slow answer to DONE) would fail /liveness and be restarted.
+    for (const auto& mb : cfg.mailboxes) {
+      const auto quiet = mb.idle_check_interval + mb.command_timeout;
+      if (quiet >= cfg.health.stuck_after) {
+        auto* e = top.get("health_check");
+        ctx.warning(e != nullptr ? e->line : 0, "health_check.stuck_after",
+                    fmt::format("{} s is not above idle_check_interval + command_timeout of "
+                                "mailbox {} ({} s): /liveness may fail while it idles",
+                                cfg.health.stuck_after.count(), mb.label(), quiet.count()));
+        break;
+      }
+    }
+  }
   top.warn_unknown();
 }
 
@@ -178,6 +212,18 @@ void scrub(std::vector<diagnostic>& diags, const std::vector<std::string>& secre
     for (const auto& s : secrets) {
       if (s.size() >= 4) replace_all(d.mailbox, s, secret::redacted);
     }
+  }
+}
+
+// ERB warnings when the YAML is not read: no mailbox or key can be named.
+void add_erb_warnings(std::vector<diagnostic>& out, const erb_output& erb,
+                      const std::string& file_name) {
+  for (const auto& w : erb.warnings) {
+    diagnostic d;
+    d.lvl = diagnostic::level::warning;
+    d.where = {file_name, w.line};
+    d.message = w.message;
+    out.push_back(std::move(d));
   }
 }
 
@@ -238,6 +284,7 @@ load_result load_string(std::string_view text, const std::string& file_name, env
   }
   for (const auto& e : erb.errors) fail(e.line, e.message);
   if (!erb.errors.empty()) {
+    add_erb_warnings(result.diagnostics, erb, file_name);
     // The YAML would hold holes where the failed expressions were; its
     // errors would only be echoes of these.
     return result;
@@ -265,12 +312,14 @@ load_result load_string(std::string_view text, const std::string& file_name, env
             ".to_json)";
       }
       fail(e.mark.line >= 0 ? erb.original_line(e.mark.line) : 0, msg);
+      add_erb_warnings(result.diagnostics, erb, file_name);
       scrub(result.diagnostics, {}, erb.inserted_values);
       return result;
     }
     detail::context ctx(file_name, erb, result.diagnostics);
     ctx.base_dir = base_dir;
     read_top_level(ctx, root, cfg);
+    ctx.report_remaining_erb_warnings();
     secrets = ctx.secrets();
   } catch (const std::exception& e) {
     // yaml-cpp reports some limits (nesting, conversions) by throwing.

@@ -120,6 +120,85 @@ void read_imap_fields(map_view& m, mailbox& mb) {
   read_bool(m, "expunge_deleted", mb.expunge_deleted, null_means::error);
 }
 
+bool read_duration(map_view& m, std::string_view key, long long lo, long long hi,
+                   std::chrono::seconds& out) {
+  long long v = 0;
+  if (!read_int(m, key, lo, hi, v, null_means::error)) return false;
+  out = std::chrono::seconds(v);
+  return true;
+}
+
+// A flag keyword is an atom (RFC 3501 §9: flag-keyword = atom); anything else
+// would break the STORE command line.
+bool is_atom(std::string_view s) {
+  if (s.empty() || s.front() == '\\') return false;
+  for (unsigned char c : s) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+    if (std::string_view("(){%*\"\\]").find(static_cast<char>(c)) != std::string_view::npos)
+      return false;
+  }
+  return true;
+}
+
+// Our own keys: plaintext LOGIN, timeouts, oversize messages, permanent errors.
+void read_safety_fields(map_view& m, mailbox& mb) {
+  context& ctx = m.ctx;
+  read_bool(m, "allow_plaintext_login", mb.allow_plaintext_login, null_means::error);
+  if (!mb.ssl.enabled && !mb.start_tls && !mb.allow_plaintext_login) {
+    auto* e = m.get("ssl");
+    ctx.error(e != nullptr ? e->line : m.line(), "ssl",
+              "is false and start_tls is not set: LOGIN would send the password unencrypted. "
+              "Use ssl: true (port 993) or start_tls: true (port 143), or set "
+              "allow_plaintext_login: true for a server on a trusted network");
+  }
+  read_duration(m, "connect_timeout", 1, 3600, mb.connect_timeout);
+  read_duration(m, "command_timeout", 1, 3600, mb.command_timeout);
+  read_duration(m, "idle_check_interval", 1, 1740, mb.idle_check_interval);
+
+  long long size = 0;
+  if (read_int(m, "max_message_size", 1024, 1LL << 32, size, null_means::error))
+    mb.max_message_size = static_cast<std::uint64_t>(size);
+  std::string action;
+  if (read_symbol(m, "oversize_action", action, null_means::error)) {
+    if (action == "flag") {
+      mb.on_oversize = oversize_action::flag;
+    } else if (action == "move") {
+      mb.on_oversize = oversize_action::move;
+    } else {
+      ctx.error(m.get("oversize_action")->line, "oversize_action",
+                "unknown value " + ctx.shown(m.get("oversize_action")->value) +
+                    ": expected flag or move");
+    }
+  }
+  if (read_string(m, "oversize_keyword", mb.oversize_keyword, null_means::error) &&
+      !is_atom(mb.oversize_keyword)) {
+    ctx.error(m.get("oversize_keyword")->line, "oversize_keyword",
+              "must be an IMAP keyword: letters, digits and $-_. without spaces (got " +
+                  ctx.shown(m.get("oversize_keyword")->value) + ")");
+  }
+  read_string(m, "oversize_folder", mb.oversize_folder, null_means::error);
+  if (mb.on_oversize == oversize_action::move && mb.oversize_folder.empty()) {
+    auto* e = m.get("oversize_action");
+    ctx.error(e != nullptr ? e->line : m.line(), "oversize_folder",
+              "is required with oversize_action: move");
+  }
+
+  std::string policy;
+  if (read_symbol(m, "on_permanent_error", policy, null_means::error)) {
+    if (policy == "exit_at_startup") {
+      mb.on_permanent_error = permanent_error_policy::exit_at_startup;
+    } else if (policy == "retry") {
+      mb.on_permanent_error = permanent_error_policy::retry;
+    } else if (policy == "exit") {
+      mb.on_permanent_error = permanent_error_policy::exit;
+    } else {
+      ctx.error(m.get("on_permanent_error")->line, "on_permanent_error",
+                "unknown value " + ctx.shown(m.get("on_permanent_error")->value) +
+                    ": expected exit_at_startup, retry or exit");
+    }
+  }
+}
+
 }  // namespace
 
 mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
@@ -173,6 +252,7 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
   }
 
   read_imap_fields(m, mb);
+  read_safety_fields(m, mb);
   read_logger(m, mb.log);
   read_delivery(m, mb);
   read_arbitration(m, mb);

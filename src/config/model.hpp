@@ -102,6 +102,10 @@ struct arbitration_options {
   redis_target redis;
   arbitration_key_format key_format = arbitration_key_format::scoped;
   std::chrono::seconds expiration{600};  // mail_room EXPIRATION
+  // ours: a claim taken before delivery ("claimed:<instance>") lives this long;
+  // once the target acknowledged, the key holds "delivered:<jid>" for
+  // `expiration`. A crashed instance's unfinished claims free up after claim_ttl.
+  std::chrono::seconds claim_ttl{120};
 };
 
 // Structured log destination: `logger: {log_path: ...}`.
@@ -109,6 +113,20 @@ struct log_destination {
   enum class kind { discard, stdout_, stderr_, file };
   kind where = kind::discard;  // mail_room logs nothing without logger.log_path
   std::string path;
+};
+
+// ours: what to do with a message larger than max_message_size.
+enum class oversize_action {
+  flag,  // add oversize_keyword; it stays unseen in the folder and is skipped
+  move,  // UID MOVE (or COPY + \Deleted) to oversize_folder
+};
+
+// ours: what a permanent error (login or certificate rejected, missing folder)
+// does to the process.
+enum class permanent_error_policy {
+  exit_at_startup,  // exit 1 if the mailbox never worked, else keep retrying (default)
+  retry,            // always keep retrying with backoff
+  exit,             // always exit 1
 };
 
 struct mailbox {
@@ -136,6 +154,17 @@ struct mailbox {
 
   log_destination log;
 
+  // ours: safety and robustness settings (README "Configuration reference").
+  bool allow_plaintext_login = false;             // LOGIN without TLS sends the password in clear
+  std::chrono::seconds connect_timeout{30};       // TCP + TLS handshake + greeting
+  std::chrono::seconds command_timeout{120};      // silence allowed while a command runs
+  std::chrono::seconds idle_check_interval{300};  // IDLE is renewed this often (DONE + OK)
+  std::uint64_t max_message_size = 25 * 1024 * 1024;
+  oversize_action on_oversize = oversize_action::flag;
+  std::string oversize_keyword = "$MailroomOversize";
+  std::string oversize_folder;
+  permanent_error_policy on_permanent_error = permanent_error_policy::exit_at_startup;
+
   // "email/name", how a mailbox is named in messages.
   std::string label() const { return email + "/" + name; }
 };
@@ -144,6 +173,8 @@ struct health_check {
   bool enabled = false;  // present in the file
   std::string address = "127.0.0.1";
   std::uint16_t port = 0;
+  // ours: /liveness fails once a mailbox made no progress for this long.
+  std::chrono::seconds stuck_after{900};
 };
 
 struct config {

@@ -134,6 +134,36 @@ void context::warning(int line, std::string key, std::string message) {
   add(diagnostic::level::warning, line, std::move(key), std::move(message));
 }
 
+void context::report_erb_warnings(const YAML::Node& value, const std::string& key) {
+  if (erb_.warnings.empty() || !value.IsScalar()) return;
+  const auto mark = value.Mark();
+  if (mark.pos < 0) return;
+  // The scalar's text starts at its mark; +2 covers the quotes around it.
+  // Escapes or block-scalar indentation can make the written text longer,
+  // but a tag's output always starts inside this span.
+  const auto begin = static_cast<std::size_t>(mark.pos);
+  const std::size_t end = begin + value.Scalar().size() + 2;
+  for (std::size_t i = 0; i < erb_.warnings.size(); ++i) {
+    const auto& w = erb_.warnings[i];
+    if (erb_reported_[i] || w.insert >= erb_.inserted.size()) continue;
+    const std::size_t first = erb_.inserted[w.insert].first;
+    if (first < begin || first > end) continue;
+    erb_reported_[i] = true;
+    warning(w.line, key, w.message);
+  }
+}
+
+void context::report_remaining_erb_warnings() {
+  const std::string saved = std::move(mailbox);
+  mailbox.clear();
+  for (std::size_t i = 0; i < erb_.warnings.size(); ++i) {
+    if (erb_reported_[i]) continue;
+    erb_reported_[i] = true;
+    warning(erb_.warnings[i].line, "", erb_.warnings[i].message);
+  }
+  mailbox = saved;
+}
+
 void context::add(diagnostic::level lvl, int line, std::string key, std::string message) {
   diagnostic d;
   d.lvl = lvl;
@@ -237,6 +267,7 @@ map_view::entry* map_view::get(std::string_view key) {
   for (auto& e : entries_) {
     if (e.key == key) {
       e.used = true;
+      ctx.report_erb_warnings(e.value, path_of(key));
       return &e;
     }
   }

@@ -20,7 +20,7 @@ namespace mailroom::config::detail {
 class context {
  public:
   context(std::string file, const erb_output& erb, std::vector<diagnostic>& out)
-      : file_(std::move(file)), erb_(erb), out_(out) {}
+      : file_(std::move(file)), erb_(erb), out_(out), erb_reported_(erb.warnings.size(), false) {}
 
   const std::string& file() const { return file_; }
 
@@ -34,6 +34,14 @@ class context {
 
   void error(int line, std::string key, std::string message);
   void warning(int line, std::string key, std::string message);
+
+  // Reports, as warnings of the current mailbox and `key`, the ERB warnings
+  // (erb_output::warnings) of tags whose output is part of the scalar
+  // `value`. Each ERB warning is reported once.
+  void report_erb_warnings(const YAML::Node& value, const std::string& key);
+  // Reports the ERB warnings no key claimed (an ERB-written key, a value
+  // nobody read) with their line only.
+  void report_remaining_erb_warnings();
 
   // A scalar's text quoted for a message, or a placeholder when it may be a
   // secret: it came from ERB, it is long or multi-line, or it holds a known
@@ -56,6 +64,7 @@ class context {
   const erb_output& erb_;
   std::vector<diagnostic>& out_;
   std::vector<std::string> secrets_;
+  std::vector<bool> erb_reported_;  // parallel to erb_.warnings
 };
 
 // "a mapping", "a list", "null", "a quoted string", "a boolean", ...

@@ -1,5 +1,6 @@
 #include "delivery/job.hpp"
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <array>
@@ -55,6 +56,31 @@ std::string make_jid() {
   for (std::size_t i = 0; i < sizeof bytes; ++i) {
     out[2 * i] = hex[bytes[i] >> 4];
     out[2 * i + 1] = hex[bytes[i] & 0xf];
+  }
+  return out;
+}
+
+std::string stable_jid(std::string_view email, std::string_view folder, std::uint32_t uidvalidity,
+                       std::uint32_t uid) {
+  // NUL-separated: no account or folder name can make two tuples collide.
+  std::string input = "mailroom-message-v1";
+  input += '\0';
+  input += email;
+  input += '\0';
+  input += folder;
+  input += '\0';
+  input += std::to_string(uidvalidity);
+  input += '\0';
+  input += std::to_string(uid);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("SHA-256 failure");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out(24, '\0');
+  for (std::size_t i = 0; i < 12; ++i) {
+    out[2 * i] = hex[digest[i] >> 4];
+    out[2 * i + 1] = hex[digest[i] & 0xf];
   }
   return out;
 }

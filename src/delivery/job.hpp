@@ -4,6 +4,7 @@
 // exactly what they saw before.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,15 @@ namespace mailroom::delivery {
 // Used for the job id and the JWT nonce. Throws std::runtime_error if the
 // CSPRNG fails (OpenSSL could not seed itself), which leaves no safe fallback.
 std::string make_jid();
+
+// The job id of a message: 24 lowercase hex characters (the shape of
+// SecureRandom.hex(12), so nothing downstream notices) taken from the SHA-256
+// of the account, folder, UIDVALIDITY and UID. A UID names one message for as
+// long as the folder keeps its UIDVALIDITY (RFC 3501 §2.3.1.1), so a message
+// delivered twice (after a crash between the target's acknowledgement and
+// the \Seen flag) carries the same jid both times and a consumer can drop it.
+std::string stable_jid(std::string_view email, std::string_view folder, std::uint32_t uidvalidity,
+                       std::uint32_t uid);
 
 // {"class":"<worker>","args":["<utf8_body>"],"queue":"<queue>","jid":"<jid>","retry":false,"enqueued_at":<float>}
 // Compact, keys in this order. `utf8_body` (and the other strings) MUST be valid

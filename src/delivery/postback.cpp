@@ -60,6 +60,9 @@ boost::asio::awaitable<result> postback_deliverer::deliver(const mail_message& m
                          make_jwt(*key, options_.jwt_issuer, iat, make_jid()));
     OPENSSL_cleanse(key->data(), key->size());
   }
+  // The same key on every redelivery of this message (RFC draft
+  // "The Idempotency-Key HTTP Header Field"), for receivers that dedupe.
+  if (!m.id.empty()) headers.emplace_back("Idempotency-Key", m.id);
   headers.emplace_back("User-Agent", "mailroom/" MAILROOM_VERSION);
 
   http_request req;

@@ -47,7 +47,10 @@ boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m)
   args.reserve(3);
   args.emplace_back("LPUSH");
   args.push_back(queue_key_);
-  args.push_back(make_sidekiq_job(worker_, queue_, body, make_jid(), now_as_double()));
+  // The message's stable id (a redelivery carries the same jid); a random one
+  // for callers that did not set it, as mail_room does.
+  const std::string jid = m.id.empty() ? make_jid() : m.id;
+  args.push_back(make_sidekiq_job(worker_, queue_, body, jid, now_as_double()));
 
   auto r = co_await client_->command(std::move(args));
   if (!r.has_value()) {

@@ -236,6 +236,12 @@ asio::awaitable<error_code> client::connect_and_login(
   session_.set_literal_plus(has_capability("LITERAL+"));
 
   if (*greeting->resp.st == status::preauth) co_return error_code{};
+  // The password would cross the network in clear (RFC 3501 §11.1 asks for
+  // TLS); only an explicit setting allows that, e.g. for a loopback server.
+  if (!mb_.ssl.enabled && !mb_.start_tls && !mb_.allow_plaintext_login)
+    co_return fail(client_errc::plaintext_refused,
+                   "refusing LOGIN over an unencrypted connection (use ssl or start_tls, or set "
+                   "allow_plaintext_login: true)");
   on_step("Logging into mailbox");
   command_builder login("LOGIN");
   login.astring(mb_.email).astring(mb_.password.reveal());
@@ -299,6 +305,45 @@ asio::awaitable<error_code> client::uid_fetch_bodies(const std::vector<std::uint
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID FETCH: " + r->text);
   }
   co_return error_code{};
+}
+
+asio::awaitable<boost::system::result<std::vector<message_meta>>> client::uid_fetch_meta(
+    const std::vector<std::uint32_t>& uids) {
+  std::vector<message_meta> out;
+  out.reserve(uids.size());
+  for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
+    command_builder cmd("UID FETCH");
+    cmd.atom(set).atom("(UID RFC822.SIZE FLAGS)");
+    const untagged_handler collect = [&](response& resp) {
+      if (resp.keyword != "FETCH") return;
+      auto item = decode_fetch(std::move(resp));
+      // Unsolicited FETCH responses (flag changes by other sessions) lack a size.
+      if (item && item->uid && item->size)
+        out.push_back({*item->uid, *item->size, std::move(item->flags)});
+    };
+    auto r = co_await run(cmd, collect);
+    if (!r) co_return r.error();
+    if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID FETCH: " + r->text);
+  }
+  co_return out;
+}
+
+asio::awaitable<error_code> client::uid_move(const std::vector<std::uint32_t>& uids,
+                                             const std::string& folder) {
+  const bool move = has_capability("MOVE");
+  for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
+    command_builder cmd(move ? "UID MOVE" : "UID COPY");
+    cmd.atom(set).mailbox(folder);
+    auto r = co_await run(cmd);
+    if (!r) co_return r.error();
+    if (r->st != status::ok)
+      co_return fail(client_errc::command_failed, std::string(move ? "UID MOVE" : "UID COPY") +
+                                                      " to " + folder + ": " + r->text);
+  }
+  if (move) co_return error_code{};
+  const std::string deleted = "\\Deleted";
+  if (auto ec = co_await uid_store_add_flags(uids, deleted)) co_return ec;
+  co_return co_await expunge(uids);
 }
 
 asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::uint32_t>& uids,

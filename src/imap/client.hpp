@@ -5,6 +5,7 @@
 #pragma once
 
 #include "config/model.hpp"
+#include "imap/proto/fetch_summary.hpp"
 #include "imap/proto/session.hpp"
 #include "net/stream.hpp"
 
@@ -44,6 +45,14 @@ struct client_options {
   std::size_t uid_set_max_chars = 1000;  // keeps command lines short (RFC 7162 §4: 8000 octets)
 };
 
+// What UID FETCH (UID RFC822.SIZE FLAGS) tells about a message before its body
+// is fetched: enough to leave out oversize messages without reading them.
+struct message_meta {
+  std::uint32_t uid = 0;
+  std::uint64_t size = 0;
+  std::vector<std::string> flags;
+};
+
 // Called with each message fetched by uid_fetch_bodies(), in server order.
 using body_handler = std::function<void(std::uint32_t uid, std::string&& body)>;
 
@@ -69,6 +78,16 @@ class client {
   boost::asio::awaitable<boost::system::error_code> uid_fetch_bodies(
       const std::vector<std::uint32_t>& uids, const body_handler& on_body);
 
+  // UID FETCH <uids> (UID RFC822.SIZE FLAGS), in server order. Messages
+  // expunged meanwhile are simply missing.
+  boost::asio::awaitable<boost::system::result<std::vector<message_meta>>> uid_fetch_meta(
+      const std::vector<std::uint32_t>& uids);
+
+  // Moves messages to `folder`: UID MOVE with the MOVE extension (RFC 6851),
+  // otherwise UID COPY, then \Deleted and UID EXPUNGE (EXPUNGE without UIDPLUS).
+  boost::asio::awaitable<boost::system::error_code> uid_move(const std::vector<std::uint32_t>& uids,
+                                                             const std::string& folder);
+
   // UID STORE <uids> +FLAGS.SILENT (<flags>).
   boost::asio::awaitable<boost::system::error_code> uid_store_add_flags(
       const std::vector<std::uint32_t>& uids, const std::string& flags);
@@ -92,6 +111,27 @@ class client {
   bool take_new_mail_hint();
   // Human detail about the last failure (server text, TLS reason); no secrets.
   const std::string& last_error() const { return last_error_; }
+
+  // Operator commands (src/ops) -------------------------------------------
+  // Defined in client_ops.cpp. Only the operator CLI calls these.
+
+  // EXAMINE (RFC 3501 §6.3.2): SELECT read-only, so listing commands cannot
+  // change a flag even by accident. Afterwards uidvalidity() is known.
+  boost::asio::awaitable<boost::system::error_code> examine(const std::string& folder);
+
+  // UID FETCH <uids> (UID FLAGS INTERNALDATE RFC822.SIZE <section>), with
+  // `section` e.g. "BODY.PEEK[HEADER.FIELDS (DATE FROM TO SUBJECT)]" or
+  // "BODY.PEEK[]": PEEK never sets \Seen (RFC 3501 §6.4.5). The UID sets are
+  // pipelined: all commands are written before the first answer is read.
+  using summary_handler = std::function<void(message_summary&&)>;
+  boost::asio::awaitable<boost::system::error_code> uid_fetch_summaries(
+      const std::vector<std::uint32_t>& uids, const std::string& section,
+      const summary_handler& on_message);
+
+  // UID STORE <uids> -FLAGS.SILENT (<flags>), e.g. to make a message unseen.
+  boost::asio::awaitable<boost::system::error_code> uid_store_remove_flags(
+      const std::vector<std::uint32_t>& uids, const std::string& flags);
+  // End of operator commands ------------------------------------------------
 
  private:
   struct tagged_outcome {

@@ -1,5 +1,10 @@
 #include "mailbox/watcher.hpp"
 
+#include "delivery/job.hpp"
+#include "mime/headers.hpp"
+
+#include <boost/algorithm/string/predicate.hpp>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -7,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <set>
 #include <utility>
@@ -91,16 +97,23 @@ asio::awaitable<void> watcher::sleep(std::chrono::milliseconds d) {
   co_await sleep_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
 }
 
+std::chrono::steady_clock::duration watcher::stalled_for() const {
+  if (state_ == watcher_state::stopped) return {};
+  return std::chrono::steady_clock::now() - last_progress_;
+}
+
 asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fatal) {
   log_->info(context_line("Setting up watcher"));
   bool ever_logged_in = false;
   auto backoff = opts_.reconnect_min;
   while (!stopping_) {
+    progress();
     imap::client c(executor_, mb_, opts_.imap);
     current_ = &c;
     bool logged_in = false;
     const error_code ec = co_await session(c, logged_in);
     state_ = watcher_state::connecting;
+    progress();
     if (logged_in) {
       ever_logged_in = true;
       backoff = opts_.reconnect_min;
@@ -113,18 +126,30 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
     }
     current_ = nullptr;
     c.close();
-    if (!ever_logged_in && imap::is_permanent(ec)) {
+    const std::string error =
+        ec ? ec.message() + (c.last_error().empty() ? "" : ": " + c.last_error())
+           : "connection ended";
+    last_error_ = error;
+    ++counters_.connection_errors;
+    // Permanent errors (login or certificate rejected, missing folder) need an
+    // operator. mail_room exits on them at start-up; once the mailbox has
+    // worked, the cause is more likely passing (a password rotation in
+    // progress, a server restore), so by default we keep trying.
+    const auto policy = mb_.on_permanent_error;
+    if (imap::is_permanent(ec) &&
+        (policy == config::permanent_error_policy::exit ||
+         (policy == config::permanent_error_policy::exit_at_startup && !ever_logged_in))) {
       auto f = context_line("Giving up");
-      f["error"] = ec.message() + ": " + c.last_error();
+      f["error"] = error;
       log_->error(f);
       state_ = watcher_state::stopped;
-      on_fatal({mb_.label(), ec.message() + ": " + c.last_error()});
+      on_fatal({mb_.label(), error});
       co_return;
     }
     const auto delay = with_jitter(backoff);
     auto f = context_line("Disconnected. Resetting...");
-    f["error"] = ec ? ec.message() + (c.last_error().empty() ? "" : ": " + c.last_error())
-                    : "connection ended";
+    f["error"] = error;
+    f["permanent"] = imap::is_permanent(ec);
     f["retry_in_ms"] = delay.count();
     log_->warn(f);
     state_ = watcher_state::backing_off;
@@ -137,6 +162,7 @@ asio::awaitable<void> watcher::run(std::function<void(const fatal_error&)> on_fa
 
 asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
   const std::function<void(const char*)> on_step = [this](const char* step) {
+    progress();
     log_->info(context_line(step));
   };
   auto ec = co_await c.connect_and_login(on_step);
@@ -147,12 +173,32 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
   // permanent error (login, certificate, missing folder) ends the process.
   logged_in = true;
   state_ = watcher_state::connected;
+  ++counters_.connects;
+  progress();
+  if (last_uidvalidity_ != 0 && c.uidvalidity() != last_uidvalidity_) {
+    // Every UID was renumbered (RFC 3501 §2.3.1.1). Delivered messages are
+    // \Seen (or gone), so the search below still finds only undelivered ones;
+    // claims and records under the old UIDVALIDITY simply expire.
+    auto f = context_line("UIDVALIDITY changed");
+    f["old_uidvalidity"] = last_uidvalidity_;
+    f["new_uidvalidity"] = c.uidvalidity();
+    log_->warn(f);
+    ++counters_.uidvalidity_changes;
+    oversize_reported_.clear();
+  }
+  last_uidvalidity_ = c.uidvalidity();
+  if (auto e = co_await expunge_leftovers(c)) co_return e;
 
   while (!stopping_) {
     const pass_result pass = co_await process_mailbox(c);
     if (pass.ec) co_return pass.ec;
+    progress();
     if (stopping_) break;
-    auto wait = std::chrono::seconds(mb_.idle_timeout);
+    // IDLE is renewed every idle_check_interval: DONE must be answered within
+    // command_timeout, which proves the server (and every hop to it) still
+    // answers. TCP keepalive alone misses a peer that keeps the TCP session
+    // up but stopped serving (a hung server, a stuck proxy).
+    auto wait = std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
     if (pass.delivery_failed) {
       retry_delay_ =
           retry_delay_.count() == 0 ? opts_.retry_min : std::min(retry_delay_ * 2, opts_.retry_max);
@@ -160,19 +206,86 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
     } else {
       retry_delay_ = 0ms;
     }
+    // Messages another instance claimed are normally flagged by it soon; if it
+    // died instead, they become ours once the claim expires. Look again then
+    // rather than after a whole idle_timeout (no new mail would wake us).
+    if (pass.claimed_elsewhere)
+      wait = std::min(wait, mb_.arbitration_opts.claim_ttl + std::chrono::seconds(1));
     // Mail announced while we were busy: look again before idling.
     if (c.take_new_mail_hint()) continue;
     log_->info(context_line("Idling"));
     auto r = co_await c.idle(wait);
     if (!r) co_return r.error();
+    progress();
   }
   co_return error_code{};
+}
+
+asio::awaitable<error_code> watcher::expunge_leftovers(imap::client& c) {
+  // A process that died between flagging \Deleted and expunging leaves
+  // messages behind. With expunge_deleted the operator asked for \Deleted
+  // messages to go (mail_room's EXPUNGE removes all of them too), so clear
+  // them once per session.
+  if (!mb_.expunge_deleted) co_return error_code{};
+  const std::string criteria = "DELETED";
+  auto found = co_await c.uid_search(criteria);
+  if (!found) co_return found.error();
+  if (found->empty()) co_return error_code{};
+  auto f = context_line("expunging messages left flagged \\Deleted");
+  f["count"] = found->size();
+  log_->info(f);
+  if (auto ec = co_await c.expunge(*found)) co_return ec;
+  counters_.expunged_leftovers += found->size();
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> watcher::set_aside_oversize(
+    imap::client& c, const std::vector<imap::message_meta>& big) {
+  std::vector<std::uint32_t> uids;
+  for (const auto& m : big) {
+    auto f = context_line("message too large, not delivered");
+    f["uid"] = m.uid;
+    f["byte_size"] = m.size;
+    f["max_message_size"] = mb_.max_message_size;
+    f["oversize_action"] = mb_.on_oversize == config::oversize_action::move
+                               ? "move to " + mb_.oversize_folder
+                               : "flag " + mb_.oversize_keyword;
+    log_->warn(f);
+    uids.push_back(m.uid);
+  }
+  counters_.oversize += uids.size();
+  if (mb_.on_oversize == config::oversize_action::move) {
+    auto ec = co_await c.uid_move(uids, mb_.oversize_folder);
+    if (!ec) co_return ec;
+    if (ec != imap::client_errc::command_failed) co_return ec;
+    auto w = context_line("cannot move oversize messages; flagging them instead");
+    w["error"] = c.last_error();
+    log_->warn(w);
+  }
+  // The keyword keeps them out of later passes. A server without keywords
+  // (no \* in PERMANENTFLAGS) answers NO: remember them in memory instead.
+  auto ec = co_await c.uid_store_add_flags(uids, mb_.oversize_keyword);
+  if (ec == imap::client_errc::command_failed) {
+    auto w = context_line("cannot flag oversize messages");
+    w["error"] = c.last_error();
+    log_->warn(w);
+    oversize_reported_.insert(uids.begin(), uids.end());
+    co_return error_code{};
+  }
+  co_return ec;
 }
 
 asio::awaitable<void> watcher::release_claim(std::uint32_t uidvalidity, std::uint32_t uid) {
   // A named request: g++ 12 may destroy a temporary in a co_await expression twice.
   const arbitration::claim_request req{mb_.email, mb_.name, uidvalidity, uid};
   co_await arbitrator_->release(req);
+}
+
+asio::awaitable<bool> watcher::record_delivery(std::uint32_t uidvalidity, std::uint32_t uid,
+                                               std::string jid) {
+  const arbitration::claim_request req{mb_.email, mb_.name, uidvalidity, uid};
+  co_await arbitrator_->mark_delivered(req, jid);
+  co_return true;
 }
 
 asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) {
@@ -183,20 +296,67 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     result.ec = found.error();
     co_return result;
   }
+  progress();
   std::vector<std::uint32_t> uids = std::move(*found);
   if (mb_.limit_max_unread > 0 && uids.size() > mb_.limit_max_unread)
     uids.resize(mb_.limit_max_unread);
 
   std::vector<std::uint32_t> deleted;
   const std::string flags = mb_.delete_after_delivery ? "\\Seen \\Deleted" : "\\Seen";
+  const std::uint32_t uidvalidity = c.uidvalidity();
 
-  // Claim, fetch and deliver batch by batch so that memory is bounded and a
-  // claim never waits long for its delivery (claims expire).
-  for (std::size_t start = 0; start < uids.size() && !stopping_; start += opts_.fetch_batch) {
-    const std::size_t end = std::min(uids.size(), start + opts_.fetch_batch);
-    const std::vector<std::uint32_t> batch(uids.begin() + start, uids.begin() + end);
+  // Batch by batch, so that memory is bounded (at most fetch_batch messages
+  // and fetch_bytes bytes held) and a claim never waits long for its delivery.
+  std::size_t next = 0;
+  while (next < uids.size() && !stopping_) {
+    const std::size_t chunk_end = std::min(uids.size(), next + opts_.fetch_batch);
+    const std::vector<std::uint32_t> chunk(uids.begin() + next, uids.begin() + chunk_end);
+
+    // Sizes first: an oversize message is never fetched (its literal would
+    // have to be held whole), and the batch is cut to the byte budget.
+    auto meta = co_await c.uid_fetch_meta(chunk);
+    if (!meta) {
+      result.ec = meta.error();
+      co_return result;
+    }
+    progress();
+    std::map<std::uint32_t, const imap::message_meta*> by_uid;
+    for (const auto& m : *meta) by_uid[m.uid] = &m;
+    std::vector<std::uint32_t> batch;
+    std::vector<imap::message_meta> oversize;
+    std::uint64_t bytes = 0;
+    std::size_t consumed = 0;
+    for (const auto uid : chunk) {
+      auto it = by_uid.find(uid);
+      if (it == by_uid.end()) {
+        ++consumed;  // expunged meanwhile
+        continue;
+      }
+      const imap::message_meta& m = *it->second;
+      if (m.size > mb_.max_message_size) {
+        ++consumed;
+        const bool flagged = std::any_of(m.flags.begin(), m.flags.end(), [&](const auto& f) {
+          return boost::algorithm::iequals(f, mb_.oversize_keyword);
+        });
+        if (!flagged && !oversize_reported_.count(uid)) oversize.push_back(m);
+        continue;
+      }
+      if (!batch.empty() && bytes + m.size > opts_.fetch_bytes) break;
+      ++consumed;
+      batch.push_back(uid);
+      bytes += m.size;
+    }
+    next += consumed;
+    if (!oversize.empty()) {
+      if (auto ec = co_await set_aside_oversize(c, oversize)) {
+        result.ec = ec;
+        co_return result;
+      }
+    }
+    if (batch.empty()) continue;
 
     std::vector<std::uint32_t> granted;
+    std::vector<std::uint32_t> already;  // delivered before, still unflagged
     bool store_down = false;
     std::vector<arbitration::claim_request> requests;
     std::vector<std::string> details(batch.size());
@@ -207,26 +367,43 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       f["uid"] = batch[i];
       f["arbitrator"] = arbitrator_->class_name();
       log_->info(f);
-      requests.push_back({mb_.email, mb_.name, c.uidvalidity(), batch[i]});
+      requests.push_back({mb_.email, mb_.name, uidvalidity, batch[i]});
       claims.push_back(arbitrator_->claim(requests.back(), details[i]));
     }
     const auto answers = co_await run_all(executor_, std::move(claims));
+    progress();
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (answers[i] == arbitration::claim_result::granted) granted.push_back(batch[i]);
-      if (answers[i] == arbitration::claim_result::unavailable && !store_down) {
-        auto w = context_line("arbitration unavailable");
-        w["uid"] = batch[i];
-        w["error"] = details[i];
-        log_->warn(w);
-        store_down = true;
+      switch (answers[i]) {
+        case arbitration::claim_result::granted:
+          granted.push_back(batch[i]);
+          break;
+        case arbitration::claim_result::delivered:
+          already.push_back(batch[i]);
+          break;
+        case arbitration::claim_result::taken:
+          ++counters_.claimed_elsewhere;
+          result.claimed_elsewhere = true;
+          break;
+        case arbitration::claim_result::unavailable:
+          if (!store_down) {
+            auto w = context_line("arbitration unavailable");
+            w["uid"] = batch[i];
+            w["error"] = details[i];
+            log_->warn(w);
+            last_error_ = details[i];
+            target_ok_ = false;
+            store_down = true;
+          }
+          break;
       }
     }
     auto g = context_line("Getting new messages");
     g["unread"] = id_list(batch);
     g["to_be_delivered"] = id_list(granted);
+    if (!already.empty()) g["already_delivered"] = id_list(already);
     log_->info(g);
 
-    auto release = [&](std::uint32_t uid) { return release_claim(c.uidvalidity(), uid); };
+    auto release = [&](std::uint32_t uid) { return release_claim(uidvalidity, uid); };
 
     std::vector<std::pair<std::uint32_t, std::string>> fetched;
     if (!granted.empty()) {
@@ -239,6 +416,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         result.ec = ec;
         co_return result;
       }
+      progress();
     }
 
     std::vector<std::uint32_t> delivered;
@@ -252,21 +430,30 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         co_await release(uid);  // not started: leave it for the next pass/instance
         continue;
       }
+      mail_message m{mb_.email, mb_.name, uidvalidity, uid, std::move(body), {}};
+      m.id = delivery::stable_jid(mb_.email, mb_.name, uidvalidity, uid);
       auto f = context_line("sending to deliverer");
       f["uid"] = uid;
+      f["jid"] = m.id;
+      // For finding a message in the logs; the jid is what identifies a delivery.
+      if (auto mid = mime::message_id(m.body)) f["message_id"] = *mid;
       f["deliverer"] = deliverer_->class_name();
-      f["byte_size"] = body.size();
+      f["byte_size"] = m.body.size();
       log_->info(f);
-      messages.push_back({mb_.email, mb_.name, c.uidvalidity(), uid, std::move(body)});
+      messages.push_back(std::move(m));
     }
     fetched.clear();
     std::vector<asio::awaitable<delivery::result>> deliveries;
     for (const auto& m : messages) deliveries.push_back(deliverer_->deliver(m));
     const auto outcomes = co_await run_all(executor_, std::move(deliveries));
+    progress();
+    std::vector<asio::awaitable<bool>> records;
     for (std::size_t i = 0; i < messages.size(); ++i) {
       const auto uid = messages[i].uid;
       if (outcomes[i].ok()) {
         delivered.push_back(uid);
+        records.push_back(record_delivery(uidvalidity, uid, messages[i].id));
+        target_ok_ = true;
         continue;
       }
       const auto& res = outcomes[i];
@@ -275,26 +462,38 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       w["error"] = res.ec.message() + (res.detail.empty() ? "" : ": " + res.detail);
       w["message_left_in_mailbox"] = true;
       log_->warn(w);
+      ++counters_.delivery_failures;
       result.delivery_failed = true;
       co_await release(uid);
       // A failure of the target (not of this message): later batches would
       // fail the same way, so stop the pass and retry after a backoff.
-      if (res.ec != delivery::errc::bad_message) stop_batch = true;
+      if (res.ec != delivery::errc::bad_message) {
+        stop_batch = true;
+        target_ok_ = false;
+        last_error_ = w["error"].get<std::string>();
+      }
     }
     messages.clear();
     // Granted but not returned by FETCH: expunged meanwhile by someone else.
     for (const auto uid : granted)
       if (!seen_in_fetch.count(uid)) co_await release(uid);
+    // Recorded before flagging: if we die in between, whoever finds the
+    // message unflagged flags it instead of delivering it again.
+    co_await run_all(executor_, std::move(records));
 
-    if (!delivered.empty()) {
+    std::vector<std::uint32_t> to_flag = delivered;
+    to_flag.insert(to_flag.end(), already.begin(), already.end());
+    std::sort(to_flag.begin(), to_flag.end());
+    if (!to_flag.empty()) {
       // Only now, after the target acknowledged, may the message leave.
-      if (auto ec = co_await c.uid_store_add_flags(delivered, flags)) {
+      if (auto ec = co_await c.uid_store_add_flags(to_flag, flags)) {
         result.ec = ec;
         co_return result;
       }
-      delivered_ += delivered.size();
-      if (mb_.delete_after_delivery)
-        deleted.insert(deleted.end(), delivered.begin(), delivered.end());
+      progress();
+      counters_.delivered += delivered.size();
+      counters_.already_delivered += already.size();
+      if (mb_.delete_after_delivery) deleted.insert(deleted.end(), to_flag.begin(), to_flag.end());
     }
     if (store_down || stop_batch) {
       result.delivery_failed = true;

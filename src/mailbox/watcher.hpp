@@ -21,6 +21,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 namespace mailroom::mailbox {
@@ -28,6 +29,8 @@ namespace mailroom::mailbox {
 struct watcher_options {
   imap::client_options imap;
   std::size_t fetch_batch = 20;  // messages fetched (and held) at once
+  // Bytes fetched (and held) at once, by RFC822.SIZE; one message always fits.
+  std::uint64_t fetch_bytes = 64ull * 1024 * 1024;
   std::chrono::milliseconds reconnect_min{1000};
   std::chrono::milliseconds reconnect_max{60000};
   std::chrono::milliseconds retry_min{2000};  // after a failed delivery
@@ -40,6 +43,19 @@ enum class watcher_state {
   connected,    // selected: processing or idling
   backing_off,  // waiting before the next connection attempt
   stopped,      // run() has returned
+};
+
+// What a watcher counts, for /metrics (all monotonic except where noted).
+struct watcher_counters {
+  std::uint64_t delivered = 0;          // acknowledged by the target and flagged
+  std::uint64_t delivery_failures = 0;  // left unseen for a retry
+  std::uint64_t already_delivered = 0;  // found unflagged with a "delivered" record: flagged
+  std::uint64_t claimed_elsewhere = 0;  // skipped: another instance holds the claim
+  std::uint64_t oversize = 0;           // larger than max_message_size: flagged or moved
+  std::uint64_t connects = 0;           // sessions that reached SELECT
+  std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
+  std::uint64_t uidvalidity_changes = 0;
+  std::uint64_t expunged_leftovers = 0;  // \Deleted messages expunged at session start
 };
 
 // Why a watcher gave up for good (the coordinator decides what to do).
@@ -69,17 +85,34 @@ class watcher {
   const config::mailbox& mailbox() const { return mb_; }
   watcher_state state() const { return state_; }
   bool connected() const { return state_ == watcher_state::connected; }
-  std::uint64_t delivered_count() const { return delivered_; }
+  std::uint64_t delivered_count() const { return counters_.delivered; }
+  const watcher_counters& counters() const { return counters_; }
+  // Time since the watcher last moved forward (a command answered, a pass
+  // finished, an IDLE ended, a backoff elapsed). /liveness compares it with
+  // health_check.stuck_after; zero once stopped.
+  std::chrono::steady_clock::duration stalled_for() const;
+  // False after a delivery failed because of the target (Redis down, webhook
+  // failing) until a delivery succeeds again: /readiness.
+  bool target_ok() const { return target_ok_; }
+  // The last connection or delivery error, for /readiness ("" when none).
+  const std::string& last_error() const { return last_error_; }
 
  private:
   struct pass_result {
-    boost::system::error_code ec;  // connection-level failure: reconnect
-    bool delivery_failed = false;  // retry sooner than idle_timeout
+    boost::system::error_code ec;    // connection-level failure: reconnect
+    bool delivery_failed = false;    // retry sooner than idle_timeout
+    bool claimed_elsewhere = false;  // look again once those claims may have expired
   };
 
   boost::asio::awaitable<boost::system::error_code> session(imap::client& c, bool& logged_in);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
   boost::asio::awaitable<void> release_claim(std::uint32_t uidvalidity, std::uint32_t uid);
+  boost::asio::awaitable<bool> record_delivery(std::uint32_t uidvalidity, std::uint32_t uid,
+                                               std::string jid);
+  boost::asio::awaitable<boost::system::error_code> expunge_leftovers(imap::client& c);
+  boost::asio::awaitable<boost::system::error_code> set_aside_oversize(
+      imap::client& c, const std::vector<imap::message_meta>& big);
+  void progress() { last_progress_ = std::chrono::steady_clock::now(); }
   boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
   log::fields context_line(const char* action) const;
 
@@ -91,7 +124,13 @@ class watcher {
   watcher_options opts_;
   bool stopping_ = false;
   watcher_state state_ = watcher_state::connecting;
-  std::uint64_t delivered_ = 0;
+  watcher_counters counters_;
+  std::chrono::steady_clock::time_point last_progress_ = std::chrono::steady_clock::now();
+  bool target_ok_ = true;
+  std::string last_error_;
+  std::uint32_t last_uidvalidity_ = 0;
+  // Oversize UIDs already reported that could not be flagged (no keywords).
+  std::set<std::uint32_t> oversize_reported_;
   imap::client* current_ = nullptr;
   std::shared_ptr<boost::asio::steady_timer> sleep_timer_;
   std::chrono::milliseconds retry_delay_{0};

@@ -1,5 +1,9 @@
 #include "net/stream.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -159,6 +163,14 @@ asio::awaitable<error_code> stream::connect(const std::string& host, std::uint16
   }
   socket_.set_option(tcp::no_delay(true), ec);
   socket_.set_option(asio::socket_base::keep_alive(true), ec);
+  // Linux defaults probe after 2 h idle; a peer that vanished (half-open
+  // connection) would go unnoticed that long. Probe after 60 s, every 10 s,
+  // give up after 6 unanswered probes: about 2 minutes.
+  const int fd = socket_.native_handle();
+  const int idle = 60, interval = 10, count = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
   co_return error_code{};
 }
 

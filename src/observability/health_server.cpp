@@ -77,17 +77,22 @@ asio::awaitable<void> health_server::handle(tcp::socket socket) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.keep_alive(false);
-  res.set(http::field::content_type, "text/plain");
   const std::string_view target(req.target().data(), req.target().size());
-  // Like WEBrick's mount_proc: /liveness and anything below it, any method.
-  if (target == "/liveness" || target.starts_with("/liveness/") ||
-      target.starts_with("/liveness?")) {
-    res.result(running_ ? http::status::ok : http::status::internal_server_error);
-    res.body() = running_ ? "OK\n" : "Not running\n";
-  } else {
-    res.result(http::status::not_found);
-    res.body() = "Not Found\n";
+  std::string_view path = target.substr(0, target.find('?'));
+  // Like WEBrick's mount_proc: a route and anything below it, any method.
+  for (std::string_view route : {"/liveness", "/readiness", "/metrics"}) {
+    if (path.starts_with(route) && (path.size() == route.size() || path[route.size()] == '/'))
+      path = route;
   }
+  std::optional<http_reply> reply;
+  if (routes_) reply = routes_(path);
+  if (!reply && path == "/liveness") {
+    reply = http_reply{running_ ? 200u : 500u, running_ ? "OK\n" : "Not running\n"};
+  }
+  if (!reply) reply = http_reply{404, "Not Found\n"};
+  res.result(static_cast<http::status>(reply->status));
+  res.set(http::field::content_type, reply->content_type);
+  res.body() = std::move(reply->body);
   res.prepare_payload();
   co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);

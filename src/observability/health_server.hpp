@@ -1,5 +1,7 @@
 // The HTTP health endpoint GitLab's Helm chart probes (gitlab-mail_room's
 // /liveness): 200 "OK\n" while running, 500 "Not running\n" once shutdown began.
+// The service adds routes (/liveness with stall detection, /readiness,
+// /metrics) through set_routes(); without them only /liveness answers.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -8,10 +10,22 @@
 #include <boost/system/error_code.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace mailroom::observability {
+
+struct http_reply {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = "text/plain";
+};
+// Called with the request path (query removed, "/liveness/x" as "/liveness");
+// nullopt falls back to the built-in /liveness or 404.
+using route_handler = std::function<std::optional<http_reply>(std::string_view path)>;
 
 class health_server {
  public:
@@ -25,6 +39,8 @@ class health_server {
   // Accepts connections until stop().
   boost::asio::awaitable<void> serve();
   void set_running(bool running) { running_ = running; }
+  bool running() const { return running_; }
+  void set_routes(route_handler h) { routes_ = std::move(h); }
   void stop();
 
  private:
@@ -33,6 +49,7 @@ class health_server {
   boost::asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
   bool running_ = true;
+  route_handler routes_;
 };
 
 }  // namespace mailroom::observability

@@ -7,6 +7,7 @@ used; otherwise this session starts its own set and stops it at the end.
 The binary under test is $MAILROOM_BIN, default build/mailroom.
 """
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -37,6 +38,63 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("mailroom integration measurements")
         for name, value, unit in _metrics:
             terminalreporter.write_line(f"{name}: {value:.3f} {unit}")
+    if _fault_rows:
+        terminalreporter.section("mailroom fault injection")
+        for line in _fault_table_lines(_fault_rows):
+            terminalreporter.write_line(line)
+        path = os.environ.get("MAILROOM_FAULT_TABLE") or os.path.join(harness.REPO, "build", "test-logs",
+                                                                        "fault-table.json")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as fh:
+                json.dump(_fault_rows, fh, indent=1)
+                fh.write("\n")
+            terminalreporter.write_line(f"(written to {path})")
+        except OSError as e:
+            terminalreporter.write_line(f"could not write {path}: {e}")
+
+
+# ---------------------------------------------------------------- fault table
+# One row per fault-injection scenario (tests/integration/test_faults.py),
+# printed as a table at the end of the run and written as JSON to
+# $MAILROOM_FAULT_TABLE (default build/test-logs/fault-table.json).
+_fault_rows = []
+_FAULT_COLUMNS = [("scenario", "scenario"), ("injected", "injected"), ("delivered", "delivered"),
+                  ("distinct", "distinct"), ("duplicates", "dup"), ("lost", "lost"),
+                  ("left_in_mailbox", "left"), ("seconds", "seconds"), ("outcome", "outcome")]
+
+
+def _fault_table_lines(rows):
+    def cell(row, key):
+        v = row.get(key)
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.1f}"
+        return str(v)
+    cells = [[title for _, title in _FAULT_COLUMNS]] + [[cell(r, k) for k, _ in _FAULT_COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(_FAULT_COLUMNS))]
+    lines = []
+    for n, c in enumerate(cells):
+        # the scenario name left-aligned, the numbers right-aligned
+        lines.append("  ".join(c[0].ljust(widths[0]) if i == 0 else
+                               (c[i].ljust(widths[i]) if _FAULT_COLUMNS[i][0] == "outcome" else c[i].rjust(widths[i]))
+                               for i in range(len(c))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        if r.get("note"):
+            lines.append(f"{r['scenario']}: {r['note']}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def fault_table():
+    """record(scenario=..., injected=..., delivered=..., duplicates=..., left_in_mailbox=...,
+    seconds=..., **more): one row of the fault-injection table."""
+    def record(**row):
+        _fault_rows.append(row)
+    return record
 
 
 @pytest.fixture

@@ -327,7 +327,7 @@ def imap_mailbox(servers, user, *, transport="plain", name="INBOX", idle_timeout
     """The IMAP part of a mailbox entry.  transport: plain | tls | starttls."""
     mb = {"host": HOST}
     if transport == "plain":
-        mb.update(port=servers.imap_port, ssl=False, start_tls=False)
+        mb.update(port=servers.imap_port, ssl=False, start_tls=False, allow_plaintext_login=True)
     elif transport == "tls":
         mb.update(port=servers.imaps_port, ssl={"ca_file": servers.ca}, start_tls=False)
     elif transport == "starttls":

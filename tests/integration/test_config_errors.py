@@ -17,6 +17,7 @@ GOOD = """:mailboxes:
     :port: 143
     :ssl: false
     :start_tls: false
+    :allow_plaintext_login: true
     :email: "cfg-user@example.com"
     :password: "{password}"
     :name: "INBOX"

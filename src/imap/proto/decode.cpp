@@ -56,6 +56,9 @@ boost::system::result<fetch_item> decode_fetch(response&& r) {
     if (upper == "UID") {
       if (!fits_u32(val)) return malformed();
       out.uid = static_cast<std::uint32_t>(val.number);
+    } else if (upper == "RFC822.SIZE") {
+      if (val.k != value::kind::number) return malformed();
+      out.size = val.number;
     } else if (upper == "FLAGS") {
       if (val.k != value::kind::list) return malformed();
       for (value& f : val.items) {

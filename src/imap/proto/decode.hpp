@@ -22,6 +22,8 @@ struct fetch_item {
   std::optional<std::uint32_t> uid;
   /// As sent, e.g. "\Seen", "$Forwarded".
   std::vector<std::string> flags;
+  /// RFC822.SIZE: the message's size in octets (RFC 3501 §7.4.2).
+  std::optional<std::uint64_t> size;
   /// The whole message: the answer to BODY[] / BODY.PEEK[] (which the server
   /// labels "BODY[]") or RFC822. Absent when not fetched or NIL.
   std::optional<std::string> body;

@@ -61,6 +61,7 @@ class ClientTest : public ::testing::Test {
     mb_.host = "127.0.0.1";
     mb_.port = server_.port();
     mb_.ssl.enabled = false;
+    mb_.allow_plaintext_login = true;
     opts_.connect_timeout = 5s;
     opts_.command_timeout = 5s;
     opts_.logout_timeout = 1s;

@@ -101,6 +101,13 @@ class fake_arbitrator : public arbitration::arbitrator {
     co_return;
   }
 
+  boost::asio::awaitable<void> mark_delivered(const arbitration::claim_request& r,
+                                              const std::string& jid) override {
+    marked.push_back(r);
+    marked_jids.push_back(jid);
+    co_return;
+  }
+
   // The next claim of `uid` gets `answer` (queued); later ones are granted.
   void answer_for(std::uint32_t uid, claim_result answer) { per_uid_[uid].push_back(answer); }
   // The next `n` claims, whatever their UID, get `answer`.
@@ -116,6 +123,8 @@ class fake_arbitrator : public arbitration::arbitrator {
 
   std::vector<arbitration::claim_request> claims;
   std::vector<arbitration::claim_request> releases;
+  std::vector<arbitration::claim_request> marked;
+  std::vector<std::string> marked_jids;
 
  private:
   std::deque<claim_result> next_answers_;

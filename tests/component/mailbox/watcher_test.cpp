@@ -3,6 +3,8 @@
 // is delivered, claimed, released and flagged, reconnects and shutdown.
 #include "mailbox/watcher.hpp"
 
+#include "delivery/job.hpp"
+
 #include "component/mailbox/fakes.hpp"
 #include "support/async_test.hpp"
 #include "support/fake_imap_server.hpp"
@@ -19,6 +21,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,14 +59,55 @@ imap_script session_start(const std::string& caps = kCaps) {
       .expect(R"(^(\S+) SELECT INBOX$)")
       .line("* 3 EXISTS")
       .line("* OK [UIDVALIDITY " + std::to_string(kUidValidity) + "] UIDs valid")
-      .tagged("OK [READ-WRITE] Select completed");
+      .tagged("OK [READ-WRITE] Select completed")
+      // expunge_deleted: leftovers of an earlier session are expunged first.
+      .expect(R"(^(\S+) UID SEARCH DELETED$)")
+      .line("* SEARCH")
+      .tagged("OK Search completed");
   return s;
 }
 
-void search(imap_script& s, const std::string& uids) {
+std::string body_of(std::uint32_t uid);
+
+// "1 2 3 7" -> "1:3,7" (consecutive runs, as the client compresses UID sets).
+std::string uid_set(const std::vector<std::uint32_t>& uids) {
+  std::string out;
+  for (std::size_t i = 0; i < uids.size();) {
+    std::size_t j = i;
+    while (j + 1 < uids.size() && uids[j + 1] == uids[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(uids[i]);
+    if (j > i) out += ":" + std::to_string(uids[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+// UID FETCH <set> (UID RFC822.SIZE FLAGS): the sizes asked before claiming.
+void meta(imap_script& s, const std::vector<std::uint32_t>& uids,
+          const std::string& extra_flags = "") {
+  std::string r;
+  std::uint32_t seq = 1;
+  for (const auto uid : uids) {
+    r += "* " + std::to_string(seq++) + " FETCH (UID " + std::to_string(uid) + " RFC822.SIZE " +
+         std::to_string(body_of(uid).size()) + " FLAGS (" + extra_flags + "))\r\n";
+  }
+  s.expect(R"(^(\S+) UID FETCH )" + uid_set(uids) + R"( \(UID RFC822\.SIZE FLAGS\)$)")
+      .send(r)
+      .tagged("OK Fetch completed");
+}
+
+// UID SEARCH UNSEEN answered with `uids`, then the size query of the first
+// batch (up to `batch` UIDs) when there are any.
+void search(imap_script& s, const std::string& uids, std::size_t batch = 20) {
   s.expect(R"(^(\S+) UID SEARCH UNSEEN$)")
       .line(uids.empty() ? "* SEARCH" : "* SEARCH " + uids)
       .tagged("OK Search completed");
+  std::vector<std::uint32_t> list;
+  std::istringstream in(uids);
+  for (std::uint32_t u; in >> u;) list.push_back(u);
+  if (list.size() > batch) list.resize(batch);
+  if (!list.empty()) meta(s, list);
 }
 
 std::string fetch_response(const uid_list& uids) {
@@ -111,6 +155,11 @@ void idle_until_stopped(imap_script& s, const async_flag& stop) {
       .expect_eof();
 }
 
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now().time_since_epoch())
+      .count();
+}
+
 class WatcherTest : public ::testing::Test {
  protected:
   WatcherTest() {
@@ -120,6 +169,7 @@ class WatcherTest : public ::testing::Test {
     mb_.host = "127.0.0.1";
     mb_.port = server_.port();
     mb_.ssl.enabled = false;
+    mb_.allow_plaintext_login = true;
     // Long, so that a test finishing quickly shows the watcher did not wait for it.
     mb_.idle_timeout = 30s;
     mb_.delete_after_delivery = true;
@@ -186,8 +236,19 @@ class WatcherTest : public ::testing::Test {
           std::chrono::duration_cast<std::chrono::milliseconds>(run_returned - stop_called);
     }
     delivered_count_ = w.delivered_count();
+    counters_ = w.counters();
     EXPECT_TRUE(server_.wait_closed()) << "the server still holds a connection";
     EXPECT_EQ(server_.errors(), lines{});
+  }
+
+  // IDLE that the client ends itself; records when it began and when DONE came.
+  void idle_timed(imap_script& s) {
+    s.expect(R"(^(\S+) IDLE$)")
+        .call([this] { idle_started_ms_ = now_ms(); })
+        .line("+ idling")
+        .expect("^DONE$")
+        .call([this] { idle_done_ms_ = now_ms(); })
+        .tagged("OK IDLE terminated");
   }
 
   // Declared before the server: its threads post to the io_context.
@@ -195,6 +256,7 @@ class WatcherTest : public ::testing::Test {
   async_flag stop_{io_.get_executor()};
   std::atomic<int> acknowledged_at_store_{-1};
   std::atomic<long long> idle_started_ms_{0};
+  std::atomic<int> marked_at_store_{-1};
   std::atomic<long long> idle_done_ms_{0};
   fake_imap_server server_;
   config::mailbox mb_;
@@ -206,12 +268,8 @@ class WatcherTest : public ::testing::Test {
   std::chrono::milliseconds stop_latency_{-1};
   bool stop_in_backoff_ = false;  // stop only once the watcher is backing off
   std::uint64_t delivered_count_ = 0;
+  watcher_counters counters_;
 };
-
-long long now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now().time_since_epoch())
-      .count();
-}
 
 TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
   imap_script s = session_start();
@@ -229,13 +287,15 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0006 UID EXPUNGE 1:3",
-                                       "A0007 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1:3",
+                                       "A0009 IDLE",
                                        "DONE",
-                                       "A0008 LOGOUT",
+                                       "A0010 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   for (const auto& c : arbitrator_->claims) {
@@ -272,12 +332,14 @@ TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 4 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 4 +FLAGS.SILENT (\Seen))",
-                                       "A0006 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 4 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 4 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 4 +FLAGS.SILENT (\Seen))",
+                                       "A0008 IDLE",
                                        "DONE",
-                                       "A0007 LOGOUT",
+                                       "A0009 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->delivered_uids(), uid_list{4});
 }
@@ -297,13 +359,15 @@ TEST_F(WatcherTest, MessageClaimedElsewhereIsNeitherFetchedNorFlagged) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1,3 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0006 UID EXPUNGE 1,3",
-                                       "A0007 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1,3 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1,3",
+                                       "A0009 IDLE",
                                        "DONE",
-                                       "A0008 LOGOUT",
+                                       "A0010 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   EXPECT_TRUE(arbitrator_->releases.empty()) << "a claim we did not get is not ours to release";
@@ -323,10 +387,12 @@ TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 5:6 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 IDLE",
                                        "DONE",
-                                       "A0005 LOGOUT",
+                                       "A0007 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{5, 6}));
   EXPECT_TRUE(deliverer_->attempts.empty());
@@ -339,12 +405,7 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
   fetch(s, "1:3", {1, 2, 3});
   store(s, "1,3");
   expunge(s, "1,3");
-  s.expect(R"(^(\S+) IDLE$)")
-      .call([this] { idle_started_ms_ = now_ms(); })
-      .line("+ idling")
-      .expect("^DONE$")
-      .call([this] { idle_done_ms_ = now_ms(); })
-      .tagged("OK IDLE terminated");
+  idle_timed(s);
   search(s, "2");
   fetch(s, "2", {2});
   store(s, "2");
@@ -357,19 +418,22 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0006 UID EXPUNGE 1,3",
-                                       "A0007 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1,3",
+                                       "A0009 IDLE",
                                        "DONE",
-                                       "A0008 UID SEARCH UNSEEN",
-                                       "A0009 UID FETCH 2 (UID BODY.PEEK[])",
-                                       R"(A0010 UID STORE 2 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0011 UID EXPUNGE 2",
-                                       "A0012 IDLE",
+                                       "A0010 UID SEARCH UNSEEN",
+                                       "A0011 UID FETCH 2 (UID RFC822.SIZE FLAGS)",
+                                       "A0012 UID FETCH 2 (UID BODY.PEEK[])",
+                                       R"(A0013 UID STORE 2 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0014 UID EXPUNGE 2",
+                                       "A0015 IDLE",
                                        "DONE",
-                                       "A0013 LOGOUT",
+                                       "A0016 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3, 2}));
   EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 3, 2})) << "each delivered exactly once";
@@ -398,16 +462,19 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 IDLE",
                                        "DONE",
-                                       "A0005 UID SEARCH UNSEEN",
-                                       "A0006 UID FETCH 1:2 (UID BODY.PEEK[])",
-                                       R"(A0007 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0008 UID EXPUNGE 1:2",
-                                       "A0009 IDLE",
+                                       "A0007 UID SEARCH UNSEEN",
+                                       "A0008 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
+                                       "A0009 UID FETCH 1:2 (UID BODY.PEEK[])",
+                                       R"(A0010 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0011 UID EXPUNGE 1:2",
+                                       "A0012 IDLE",
                                        "DONE",
-                                       "A0010 LOGOUT",
+                                       "A0013 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 1, 2}));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2}));
@@ -435,19 +502,23 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                    }));
   EXPECT_EQ(server_.transcript(1), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1:3 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0006 UID EXPUNGE 1:3",
-                                       "A0007 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1:3",
+                                       "A0009 IDLE",
                                        "DONE",
-                                       "A0008 LOGOUT",
+                                       "A0010 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3})) << "each delivered once";
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{1, 2, 3}))
@@ -474,7 +545,7 @@ TEST_F(WatcherTest, ConnectionDroppedBeforeStoreRedeliversOnTheNewConnection) {
 
   EXPECT_EQ(server_.connection_count(), 2u);
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 1, 2}));
-  EXPECT_EQ(server_.transcript(1).at(4), R"(A0005 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))");
+  EXPECT_EQ(server_.transcript(1).at(6), R"(A0007 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))");
 }
 
 TEST_F(WatcherTest, RejectedFirstLoginIsFatal) {
@@ -547,10 +618,11 @@ TEST_F(WatcherTest, StopDuringIdleSendsDoneAndLogoutPromptly) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 IDLE",
                                        "DONE",
-                                       "A0005 LOGOUT",
+                                       "A0006 LOGOUT",
                                    }));
   EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
   EXPECT_LT(stop_latency_, 1s);
@@ -576,11 +648,13 @@ TEST_F(WatcherTest, StopDuringADeliveryLetsItFinishAndFlagsIt) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1 (UID BODY.PEEK[])",
-                                       R"(A0005 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0006 UID EXPUNGE 1",
-                                       "A0007 LOGOUT",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1 (UID BODY.PEEK[])",
+                                       R"(A0007 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0008 UID EXPUNGE 1",
+                                       "A0009 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->delivered_uids(), uid_list{1});
   EXPECT_TRUE(arbitrator_->releases.empty());
@@ -606,9 +680,11 @@ TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 UID FETCH 1:2 (UID BODY.PEEK[])",
-                                       "A0005 LOGOUT",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
+                                       "A0006 UID FETCH 1:2 (UID BODY.PEEK[])",
+                                       "A0007 LOGOUT",
                                    }));
   EXPECT_TRUE(deliverer_->attempts.empty());
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{1, 2}));
@@ -651,8 +727,9 @@ TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 LOGOUT",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 LOGOUT",
                                    }));
   EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
   EXPECT_LT(stop_latency_, 1s) << "stop() waited for the poll interval (idle_timeout)";
@@ -679,16 +756,18 @@ TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
   EXPECT_EQ(server_.transcript(0), (lines{
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
-                                       "A0003 UID SEARCH UNSEEN",
-                                       "A0004 IDLE",
+                                       "A0003 UID SEARCH DELETED",
+                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0005 IDLE",
                                        "DONE",
-                                       "A0005 UID SEARCH UNSEEN",
-                                       "A0006 UID FETCH 7 (UID BODY.PEEK[])",
-                                       R"(A0007 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0008 UID EXPUNGE 7",
-                                       "A0009 IDLE",
+                                       "A0006 UID SEARCH UNSEEN",
+                                       "A0007 UID FETCH 7 (UID RFC822.SIZE FLAGS)",
+                                       "A0008 UID FETCH 7 (UID BODY.PEEK[])",
+                                       R"(A0009 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0010 UID EXPUNGE 7",
+                                       "A0011 IDLE",
                                        "DONE",
-                                       "A0010 LOGOUT",
+                                       "A0012 LOGOUT",
                                    }));
   EXPECT_LT(elapsed_, 5s) << "the pass waited for the idle_timeout";
 }
@@ -696,7 +775,7 @@ TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
 TEST_F(WatcherTest, LimitMaxUnreadBoundsOnePass) {
   mb_.limit_max_unread = 3;
   imap_script s = session_start();
-  search(s, "1 2 3 4 5 6 7 8 9 10");
+  search(s, "1 2 3 4 5 6 7 8 9 10", 3);
   fetch(s, "1:3", {1, 2, 3});
   store(s, "1:3");
   expunge(s, "1:3");
@@ -707,7 +786,8 @@ TEST_F(WatcherTest, LimitMaxUnreadBoundsOnePass) {
 
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3}));
-  EXPECT_EQ(server_.transcript(0).at(3), "A0004 UID FETCH 1:3 (UID BODY.PEEK[])");
+  EXPECT_EQ(server_.transcript(0).at(4), "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)");
+  EXPECT_EQ(server_.transcript(0).at(5), "A0006 UID FETCH 1:3 (UID BODY.PEEK[])");
 }
 
 TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
@@ -721,6 +801,7 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
   search(s, all);
   fetch(s, "1:20", first_batch);
   store(s, "1:20");
+  meta(s, second_batch);
   fetch(s, "21:25", second_batch);
   store(s, "21:25");
   expunge(s, "1:25");
@@ -732,6 +813,241 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
   EXPECT_EQ(arbitrator_->claims.size(), 25u);
   EXPECT_EQ(deliverer_->delivered_uids().size(), 25u);
   EXPECT_EQ(delivered_count_, 25u);
+}
+
+TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
+  mb_.max_message_size = 1024;
+  const std::string big = std::to_string(2 * 1024 * 1024);
+  imap_script s = session_start();
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 1 2 3").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID FETCH 1:3 \(UID RFC822\.SIZE FLAGS\)$)")
+      .line("* 1 FETCH (UID 1 RFC822.SIZE 80 FLAGS ())")
+      .line("* 2 FETCH (UID 2 RFC822.SIZE " + big + " FLAGS (\\Recent))")
+      .line("* 3 FETCH (UID 3 RFC822.SIZE 80 FLAGS ())")
+      .tagged("OK Fetch completed");
+  store(s, "2", R"(\$MailroomOversize)");
+  fetch(s, "1,3", {1, 3});
+  store(s, "1,3");
+  expunge(s, "1,3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 3}));
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 3}))
+      << "an oversize message is not even claimed";
+  EXPECT_EQ(counters_.oversize, 1u);
+  EXPECT_EQ(counters_.delivered, 2u);
+}
+
+TEST_F(WatcherTest, OversizeMessageAlreadyFlaggedIsSkippedQuietly) {
+  mb_.max_message_size = 1024;
+  imap_script s = session_start();
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 2").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID FETCH 2 \(UID RFC822\.SIZE FLAGS\)$)")
+      .line("* 1 FETCH (UID 2 RFC822.SIZE 5000000 FLAGS ($MailroomOversize))")
+      .tagged("OK Fetch completed");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_TRUE(deliverer_->attempts.empty());
+  EXPECT_TRUE(arbitrator_->claims.empty());
+  EXPECT_EQ(counters_.oversize, 0u) << "counted once, when it was flagged";
+}
+
+TEST_F(WatcherTest, OversizeMessageIsMovedWithMove) {
+  mb_.max_message_size = 1024;
+  mb_.on_oversize = config::oversize_action::move;
+  mb_.oversize_folder = "Too Large";
+  imap_script s = session_start(kCaps + " MOVE");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
+      .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
+      .tagged("OK Fetch completed");
+  s.expect(R"(^(\S+) UID MOVE 4 "Too Large"$)").tagged("OK Move completed");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_TRUE(deliverer_->attempts.empty());
+  EXPECT_EQ(counters_.oversize, 1u);
+}
+
+TEST_F(WatcherTest, MessageWithDeliveredRecordIsFlaggedWithoutASecondDelivery) {
+  // An earlier process delivered 2 and died before flagging it.
+  arbitrator_->answer_for(2, claim_result::delivered);
+  imap_script s = session_start();
+  search(s, "1 2 3");
+  fetch(s, "1,3", {1, 3});
+  store(s, "1:3");
+  expunge(s, "1:3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 3}));
+  EXPECT_EQ(counters_.already_delivered, 1u);
+  EXPECT_EQ(counters_.delivered, 2u);
+}
+
+TEST_F(WatcherTest, MessagesClaimedElsewhereAreLookedAtAgainAfterTheClaimTtl) {
+  // A claim left by a process that died: it expires after claim_ttl, and no
+  // new mail will wake the IDLE, so the next pass must come by itself.
+  mb_.arbitration_opts.claim_ttl = 1s;
+  arbitrator_->answer_for(3, claim_result::taken);
+  imap_script s = session_start();
+  search(s, "3");
+  idle_timed(s);
+  search(s, "3");
+  fetch(s, "3", {3});
+  store(s, "3");
+  expunge(s, "3");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), uid_list{3});
+  const auto idled = idle_done_ms_.load() - idle_started_ms_.load();
+  EXPECT_LT(idled, 5000) << "looked again after " << idled << " ms, not after claim_ttl";
+}
+
+TEST_F(WatcherTest, DeliveryCarriesAStableJidThatIsRecordedBeforeTheFlags) {
+  imap_script s = session_start();
+  search(s, "5 6");
+  fetch(s, "5:6", {5, 6});
+  s.expect(R"(^(\S+) UID STORE 5:6 \+FLAGS\.SILENT \(\\Seen \\Deleted\)$)")
+      .call([this] { marked_at_store_ = static_cast<int>(arbitrator_->marked.size()); })
+      .tagged("OK Store completed");
+  expunge(s, "5:6");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  ASSERT_EQ(deliverer_->attempts.size(), 2u);
+  for (const auto& a : deliverer_->attempts) {
+    EXPECT_EQ(a.message.id,
+              delivery::stable_jid("incoming@example.com", "INBOX", kUidValidity, a.message.uid));
+    EXPECT_EQ(a.message.id.size(), 24u);
+  }
+  EXPECT_NE(deliverer_->attempts[0].message.id, deliverer_->attempts[1].message.id);
+  ASSERT_EQ(arbitrator_->marked_jids.size(), 2u);
+  EXPECT_EQ(arbitrator_->marked_jids[0], deliverer_->attempts[0].message.id);
+  EXPECT_EQ(marked_at_store_.load(), 2) << "delivery recorded before UID STORE";
+}
+
+TEST_F(WatcherTest, DeletedLeftoversOfAnEarlierSessionAreExpungedAtStart) {
+  imap_script s;
+  s.line("* OK [CAPABILITY " + kCaps + "] fake ready")
+      .expect(R"(^(\S+) LOGIN .*$)")
+      .tagged("OK [CAPABILITY " + kCaps + "] Logged in")
+      .expect(R"(^(\S+) SELECT INBOX$)")
+      .line("* OK [UIDVALIDITY 42] UIDs valid")
+      .tagged("OK [READ-WRITE] Select completed")
+      .expect(R"(^(\S+) UID SEARCH DELETED$)")
+      .line("* SEARCH 8 9 12")
+      .tagged("OK Search completed");
+  expunge(s, "8:9,12");
+  search(s, "");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(counters_.expunged_leftovers, 3u);
+}
+
+TEST_F(WatcherTest, IdleIsRenewedEveryIdleCheckInterval) {
+  mb_.idle_check_interval = 1s;
+  imap_script s = session_start();
+  search(s, "");
+  idle_timed(s);
+  search(s, "");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  const auto idled = idle_done_ms_.load() - idle_started_ms_.load();
+  EXPECT_GE(idled, 900) << "renewed too early";
+  EXPECT_LT(idled, 5000) << "renewed after " << idled << " ms, not after idle_check_interval";
+}
+
+TEST_F(WatcherTest, ServerSilentAfterDoneIsDetectedAndReplaced) {
+  // A black-holed server: IDLE accepted, then DONE is never answered.
+  mb_.idle_check_interval = 1s;
+  opts_.imap.command_timeout = 1s;
+  imap_script first = session_start();
+  search(first, "");
+  // No answer to DONE: the client must give up (command_timeout) and close.
+  first.expect(R"(^(\S+) IDLE$)").line("+ idling").expect("^DONE$").expect_eof();
+  server_.add(first);
+  imap_script second = session_start();
+  search(second, "7");
+  fetch(second, "7", {7});
+  store(second, "7");
+  expunge(second, "7");
+  idle_until_stopped(second, stop_);
+  server_.add(second);
+
+  run_watcher(15s);
+
+  EXPECT_EQ(server_.connection_count(), 2u);
+  EXPECT_EQ(deliverer_->delivered_uids(), uid_list{7});
+  EXPECT_EQ(counters_.connection_errors, 1u);
+}
+
+TEST_F(WatcherTest, RejectedFirstLoginIsRetriedWithPolicyRetry) {
+  mb_.on_permanent_error = config::permanent_error_policy::retry;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY " + kCaps + "] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)")
+                  .expect_eof());
+  imap_script second = session_start();
+  search(second, "");
+  idle_until_stopped(second, stop_);
+  server_.add(second);
+
+  run_watcher();
+
+  EXPECT_TRUE(fatals_.empty());
+  EXPECT_EQ(server_.connection_count(), 2u);
+}
+
+TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsFatalWithPolicyExit) {
+  mb_.on_permanent_error = config::permanent_error_policy::exit;
+  imap_script first = session_start();
+  first.expect(R"(^(\S+) UID SEARCH UNSEEN$)").close();
+  server_.add(first);
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY " + kCaps + "] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .tagged("NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)")
+                  .expect_eof());
+
+  run_watcher();
+
+  ASSERT_EQ(fatals_.size(), 1u);
+  EXPECT_EQ(server_.connection_count(), 2u);
+}
+
+TEST_F(WatcherTest, PlaintextLoginIsRefusedUnlessAllowed) {
+  mb_.allow_plaintext_login = false;
+  server_.add(imap_script().line("* OK [CAPABILITY " + kCaps + "] fake ready").expect_eof());
+
+  run_watcher();
+
+  ASSERT_EQ(fatals_.size(), 1u);
+  EXPECT_NE(fatals_[0].message.find("allow_plaintext_login"), std::string::npos)
+      << fatals_[0].message;
+  EXPECT_EQ(server_.transcript(0), lines{}) << "the password never crossed the wire";
 }
 
 }  // namespace

@@ -68,7 +68,8 @@ TEST_F(RedisArbitration, ScopedKeyIncludesMailboxAndUidvalidity) {
   EXPECT_EQ(*exists, reply::number(1));
   auto value = server.cmd({"GET", "mail_room:gitlab:delivered:incoming@example.com:inbox:7:101"});
   ASSERT_TRUE(value.has_value());
-  EXPECT_EQ(*value, reply::bulk("1"));
+  EXPECT_EQ(*value, reply::bulk(a.claim_value()));
+  EXPECT_TRUE(a.claim_value().starts_with("claimed:")) << a.claim_value();
   // Two mailboxes with equal UIDs, or a new UIDVALIDITY, do not block each other.
   EXPECT_EQ(claim(a, req(101, "service_desk")), claim_result::granted);
   EXPECT_EQ(claim(a, req(101, "inbox", 8)), claim_result::granted);
@@ -83,14 +84,48 @@ TEST_F(RedisArbitration, MailRoomFormatCollidesAcrossMailboxesLikeMailRoom) {
   EXPECT_EQ(*exists, reply::number(1));
 }
 
-TEST_F(RedisArbitration, ClaimExpiresAfterTenMinutes) {
+TEST_F(RedisArbitration, ClaimLivesClaimTtlThenDeliveredRecordTenMinutes) {
   auto a = make(config::arbitration_key_format::mail_room);
+  auto b = make(config::arbitration_key_format::mail_room);  // another instance
   EXPECT_EQ(claim(a, req(5)), claim_result::granted);
   auto ttl = server.cmd({"TTL", "delivered:5"});
   ASSERT_TRUE(ttl.has_value());
   ASSERT_EQ(ttl->k, reply::kind::integer);
+  EXPECT_GT(ttl->integer, 115);
+  EXPECT_LE(ttl->integer, 120);
+  // While the claim is held the message is someone else's.
+  EXPECT_EQ(claim(b, req(5)), claim_result::taken);
+
+  const std::string jid = "0123456789abcdef01234567";
+  run_async(ctx, a.mark_delivered(req(5), jid));
+  auto value = server.cmd({"GET", "delivered:5"});
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, reply::bulk("delivered:" + jid));
+  ttl = server.cmd({"TTL", "delivered:5"});
+  ASSERT_TRUE(ttl.has_value());
   EXPECT_GT(ttl->integer, 595);
   EXPECT_LE(ttl->integer, 600);
+  // Found unflagged after delivery: flag it, do not deliver it again.
+  EXPECT_EQ(claim(b, req(5)), claim_result::delivered);
+}
+
+TEST_F(RedisArbitration, MailRoomValueReadsAsTaken) {
+  auto a = make(config::arbitration_key_format::mail_room);
+  ASSERT_TRUE(server.cmd({"SET", "delivered:6", "1", "EX", "600"}).has_value());
+  EXPECT_EQ(claim(a, req(6)), claim_result::taken);
+}
+
+TEST_F(RedisArbitration, CrashedClaimExpiresAfterClaimTtl) {
+  config::arbitration_options o;
+  o.redis.host = "127.0.0.1";
+  o.redis.port = server.port();
+  o.claim_ttl = std::chrono::seconds(1);
+  redis_arbitrator dead(o, std::make_shared<redis::client>(ctx.get_executor(), o.redis));
+  EXPECT_EQ(claim(dead, req(7)), claim_result::granted);
+  auto pttl = server.cmd({"PTTL", "delivered:incoming@example.com:inbox:7:7"});
+  ASSERT_TRUE(pttl.has_value());
+  EXPECT_GT(pttl->integer, 0);
+  EXPECT_LE(pttl->integer, 1000);
 }
 
 TEST_F(RedisArbitration, ReleaseMakesTheMessageClaimableAgain) {
@@ -123,11 +158,14 @@ TEST_F(RedisArbitration, ErrorReplyIsUnavailable) {
   EXPECT_NE(detail.find("OOM"), std::string::npos) << detail;
 }
 
-// mail_room's exact command, as redis-rb writes it: one SET per UID.
+// mail_room's command shape (SET key value EX n NX) with our claim value and
+// TTL; a refused claim asks what the key holds.
 TEST(RedisArbitrationWire, SetNxExInRedisRbOrder) {
   asio::io_context ctx;
   test_support::fake_server server(ctx, [](const std::string& got) {
-    return got.ends_with("NX\r\n") ? std::string("$-1\r\n") : std::string();
+    if (got.ends_with("NX\r\n")) return std::string("$-1\r\n");
+    if (got.find("GET") != std::string::npos) return std::string("$-1\r\n");
+    return std::string();
   });
   config::arbitration_options o;
   o.redis.host = "127.0.0.1";
@@ -141,9 +179,11 @@ TEST(RedisArbitrationWire, SetNxExInRedisRbOrder) {
     co_return r;
   }());
   EXPECT_EQ(result, claim_result::taken) << detail;
-  EXPECT_EQ(server.received(),
-            "*6\r\n$3\r\nSET\r\n$13\r\ndelivered:101\r\n$1\r\n1\r\n$2\r\nEX\r\n$3\r\n600\r\n"
-            "$2\r\nNX\r\n");
+  const std::string v = a.claim_value();
+  EXPECT_EQ(server.received(), "*6\r\n$3\r\nSET\r\n$13\r\ndelivered:101\r\n$" +
+                                   std::to_string(v.size()) + "\r\n" + v +
+                                   "\r\n$2\r\nEX\r\n$3\r\n120\r\n$2\r\nNX\r\n"
+                                   "*2\r\n$3\r\nGET\r\n$13\r\ndelivered:101\r\n");
 }
 
 TEST(NoopArbitration, AlwaysGranted) {

@@ -1,0 +1,1002 @@
+"""Fault injection: faults in the middle of a drain, against real servers.
+
+Every scenario puts N messages (each with its own Message-ID) into a mailbox,
+runs build/mailroom, injects one fault while mailroom is busy, lets it recover,
+and then counts at the delivery target (the Sidekiq queue in Redis, read with
+LRANGE, or the requests a webhook answered with 2xx):
+
+    delivered   deliveries at the target
+    distinct    distinct Message-IDs among them
+    duplicates  delivered - distinct
+    left        messages still in the mailbox and not flagged \\Deleted
+    lost        injected messages neither delivered nor left in the mailbox
+
+and asserts lost == 0 and duplicates == 0.  Where a duplicate cannot be avoided
+(the target acknowledged, then the process or Redis died before the "delivered"
+mark was written), the scenario says so in its docstring and asserts instead
+that the copies carry the same Sidekiq `jid`: mailroom derives the jid from
+(mailbox, UIDVALIDITY, UID), so a consumer can drop the copy.
+
+Each scenario adds a row to the fault table printed at the end of the run
+(conftest.py; JSON in $MAILROOM_FAULT_TABLE or build/test-logs/fault-table.json),
+also when it fails.  Faults that need their own servers get them (a Redis with
+an append-only file, a Redis primary + replica + Sentinel, a Dovecot, all under
+/tmp); the others use the session's servers, through faultproxy.FaultProxy
+where the fault is on the wire.
+"""
+import copy
+import hashlib
+import imaplib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+import http.server
+
+import pytest
+
+import harness
+import mailinject
+from faultproxy import FaultProxy
+from mailinject import make_message
+
+HOST = harness.HOST
+N = 300                                 # messages per scenario
+BODY = ("0123456789abcdef" * 4 + "xxxxxx\r\n") * 220   # ~15 KB: a drain takes a while
+FAST = {"command_timeout": 5, "connect_timeout": 5}     # every scenario: no 120 s waits
+OVERSIZE_KEYWORD = "$MailroomOversize"
+
+
+# ---------------------------------------------------------------- messages
+def make_batch(n, user, tag, body=BODY):
+    run = uuid.uuid4().hex[:12]
+    return [make_message(i, user, subject=f"{tag} {i}", body=f"{tag} message {i}\r\n" + body,
+                         msgid=f"<{run}.{i}.{tag}@faults.mailroom.test>") for i in range(n)]
+
+
+def ids_of(msgs):
+    return [harness.message_id(m) for m in msgs]
+
+
+def maildir_undeleted(maildir):
+    """Messages in a Maildir whose file name does not carry the T (trashed =
+    \\Deleted) flag: readable while Dovecot is down."""
+    n = 0
+    for sub in ("new", "cur"):
+        try:
+            names = os.listdir(os.path.join(maildir, sub))
+        except OSError:
+            continue
+        for name in names:
+            info = name.rsplit(":2,", 1)[1] if ":2," in name else ""
+            if "T" not in info:
+                n += 1
+    return n
+
+
+# ---------------------------------------------------------------- the mailbox, read-only
+def _imap(port, user, password="secret"):
+    m = imaplib.IMAP4(HOST, port)
+    m.login(user, password)
+    typ, data = m.select("INBOX", readonly=True)  # EXAMINE: changes nothing
+    assert typ == "OK", data
+    return m, int(data[0])
+
+
+def undeleted_count(port, user):
+    """Messages in INBOX not flagged \\Deleted."""
+    m, exists = _imap(port, user)
+    try:
+        if exists == 0:
+            return 0
+        typ, data = m.uid("SEARCH", "UNDELETED")
+        assert typ == "OK", data
+        return len(data[0].split())
+    finally:
+        m.logout()
+
+
+def mailbox_messages(port, user):
+    """{Message-ID: set of flags} of the messages in INBOX not flagged \\Deleted."""
+    m, exists = _imap(port, user)
+    try:
+        if exists == 0:
+            return {}
+        typ, data = m.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert typ == "OK", data
+        res = {}
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            fl = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+            flags = set(fl.group(1).decode().split()) - {"\\Recent"} if fl else set()
+            mid = harness.message_id(item[1])
+            if "\\Deleted" not in flags:
+                res[mid] = flags
+        return res
+    finally:
+        m.logout()
+
+
+# ---------------------------------------------------------------- delivery targets
+def digest(raw):
+    return hashlib.sha1(raw).hexdigest()
+
+
+def sidekiq_deliveries(client, queue):
+    """[(Message-ID, jid, sha1 of the message)] of the jobs in queue:<queue>
+    (nothing consumes it)."""
+    out = []
+    for raw in client.lrange("queue:" + queue, 0, -1):
+        job = json.loads(raw)
+        body = job["args"][0].encode("utf-8")
+        out.append((harness.message_id(body), job.get("jid"), digest(body)))
+    return out
+
+
+class FaultWebhook:
+    """A webhook endpoint that can fail on cue.  mode: "ok" (200), "500", or
+    "hang" (hold the request for hang_s, longer than mailroom's read_timeout,
+    then close the connection without an answer: not delivered).
+    fail_after=(k, mode): after k requests answered 200, switch to mode by
+    itself (so the fault starts in the middle of the drain, deterministically)."""
+
+    def __init__(self, hang_s=3.0):
+        self.mode = "ok"
+        self.fail_after = None
+        self.hang_s = hang_s
+        self.requests = []  # dicts: body, status ("timeout" for a hung one), time
+        self.lock = threading.Lock()
+        self._closing = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 5  # an idle keep-alive connection ends its thread
+
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                with outer.lock:
+                    if outer.fail_after and outer.mode == "ok" and outer.count(200) >= outer.fail_after[0]:
+                        outer.mode = outer.fail_after[1]
+                        outer.fail_after = None
+                    mode = outer.mode
+                    rec = {"body": body, "status": 200 if mode == "ok" else (500 if mode == "500" else "timeout"),
+                           "time": time.monotonic()}
+                    outer.requests.append(rec)
+                if mode == "hang":
+                    outer._closing.wait(outer.hang_s)
+                    self.close_connection = True
+                    return  # no answer at all
+                st = rec["status"]
+                payload = b'{"success":true}' if st == 200 else b'{"message":"error"}'
+                self.send_response(st)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = False
+        self.server.block_on_close = True  # server_close joins the handler threads
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fault-webhook", daemon=True)
+        self.thread.start()
+
+    def url(self):
+        return f"http://{HOST}:{self.port}/api/v4/internal/mail_room/incoming_email"
+
+    def count(self, status=None):
+        return sum(1 for r in self.requests if status is None or r["status"] == status)
+
+    def set_mode(self, mode):
+        with self.lock:
+            self.mode = mode
+            self.fail_after = None
+
+    def deliveries(self):
+        with self.lock:
+            return [(harness.message_id(r["body"]), None, digest(r["body"])) for r in self.requests
+                    if r["status"] == 200]
+
+    def close(self):
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+# ---------------------------------------------------------------- private servers
+def _pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+class AofRedis:
+    """A Redis primary that keeps every acknowledged write in an append-only
+    file (appendfsync always), so that it can be SIGKILLed and restarted on the
+    same port without losing the jobs it acknowledged."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.port = harness.free_port()
+        self.pidfile = os.path.join(directory, "redis.pid")
+        self.start()
+
+    def start(self):
+        subprocess.run(["redis-server", "--port", str(self.port), "--bind", HOST, "--dir", self.dir,
+                        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                        "--daemonize", "yes", "--pidfile", self.pidfile,
+                        "--logfile", os.path.join(self.dir, "redis.log")],
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=30)
+        c = self.client()
+
+        def up():
+            try:
+                return c.ping() and c.info("persistence").get("loading") == 0
+            except Exception:  # noqa: BLE001
+                return False
+        harness.wait_until(up, 20, f"redis on {self.port} to answer")
+
+    @property
+    def pid(self):
+        with open(self.pidfile) as fh:
+            return int(fh.read().strip())
+
+    def kill(self):
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        harness.wait_until(lambda: not _pid_alive(pid), 10, "the killed redis to be gone")
+        os.unlink(self.pidfile)
+
+    def stop(self):
+        try:
+            pid = self.pid
+        except OSError:
+            return
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            try:
+                harness.wait_until(lambda: not _pid_alive(pid), 10, "redis to stop")
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)
+
+    @property
+    def url(self):
+        return f"redis://{HOST}:{self.port}"
+
+    def client(self):
+        import redis
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=10)
+
+
+class SentinelSet:
+    """A private Redis primary + replica + Sentinel (tests/servers/start-redis.sh)."""
+
+    def __init__(self, directory, name="mymaster"):
+        self.dir = directory
+        self.name = name
+        env = dict(os.environ, REDIS_PORT="0", REDIS_REPLICA="1", REDIS_SENTINEL="1",
+                   SENTINEL_MASTER_NAME=name)
+        env.pop("REDIS_REPLICA_PORT", None)
+        env.pop("SENTINEL_PORT", None)
+        os.makedirs(directory, exist_ok=True)
+        envfile = os.path.join(directory, "env.sh")
+        with open(envfile, "w") as out, open(os.path.join(directory, "start.log"), "w") as err:
+            rc = subprocess.run([os.path.join(harness.SERVERS, "start-redis.sh"), directory], env=env,
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=60).returncode
+        if rc != 0:
+            with open(os.path.join(directory, "start.log")) as fh:
+                raise RuntimeError("start-redis.sh (sentinel) failed:\n" + fh.read())
+        e = harness.parse_env_file(envfile)
+        self.master_port = int(e["REDIS_PORT"])
+        self.replica_port = int(e["REDIS_REPLICA_PORT"])
+        self.sentinel_port = int(e["SENTINEL_PORT"])
+
+    def client(self, port):
+        import redis
+        return redis.Redis(host=HOST, port=port, socket_timeout=10)
+
+    def sentinel(self, *args):
+        return self.client(self.sentinel_port).execute_command("SENTINEL", *args)
+
+    def master_addr(self):
+        r = self.sentinel("GET-MASTER-ADDR-BY-NAME", self.name)
+        if not r:
+            return None
+        host, port = r
+        return (host.decode() if isinstance(host, bytes) else host), int(port)
+
+    def replica_known(self):
+        """The Sentinel sees the replica as healthy (otherwise it cannot fail over)."""
+        for rep in self.sentinel("REPLICAS", self.name) or []:
+            d = rep if isinstance(rep, dict) else {rep[i].decode(): rep[i + 1] for i in range(0, len(rep), 2)}
+            flags = d.get("flags", b"")
+            flags = flags.decode() if isinstance(flags, bytes) else str(flags)
+            if "slave" in flags and "down" not in flags and "disconnected" not in flags:
+                return True
+        return False
+
+    def pid(self, port):
+        with open(os.path.join(self.dir, f"redis-{port}.pid")) as fh:
+            return int(fh.read().strip())
+
+    def stop(self):
+        subprocess.run([os.path.join(harness.SERVERS, "stop-redis.sh"), self.dir], timeout=60,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class PrivateDovecot:
+    """A Dovecot of this test alone (tests/servers/start-dovecot.sh) in a temp
+    dir under /tmp, restartable on the same ports."""
+
+    def __init__(self, user="fault"):
+        self.dir = tempfile.mkdtemp(prefix="mailroom-fault-dovecot.", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        self.user = user
+        self.ports = {}
+        self.start()
+
+    def start(self):
+        env = dict(os.environ, DOVECOT_USERS=self.user, DOVECOT_PASSWORD="secret")
+        for k in ("DOVECOT_IMAP_PORT", "DOVECOT_IMAPS_PORT", "DOVECOT_LMTP_PORT"):
+            env[k] = str(self.ports.get(k, 0))
+        envfile = os.path.join(self.dir, "env.sh")
+        log = os.path.join(self.dir, "start.log")
+        with open(envfile, "w") as out, open(log, "w") as err:
+            rc = subprocess.run([os.path.join(harness.SERVERS, "start-dovecot.sh"), self.dir], env=env,
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=60).returncode
+        if rc != 0:
+            with open(log) as fh:
+                raise RuntimeError("start-dovecot.sh failed:\n" + fh.read())
+        self.env = harness.parse_env_file(envfile)
+        for k in ("DOVECOT_IMAP_PORT", "DOVECOT_IMAPS_PORT", "DOVECOT_LMTP_PORT"):
+            self.ports[k] = int(self.env[k])
+        self.imap_port = self.ports["DOVECOT_IMAP_PORT"]
+        self.maildir = mailinject.user_maildir(self.user, self.env["DOVECOT_MAIL_DIR"])
+
+    def stop(self):
+        subprocess.run([os.path.join(harness.SERVERS, "stop-dovecot.sh"), self.dir], timeout=60,
+                       stdin=subprocess.DEVNULL)
+
+    def terminate(self):
+        """SIGTERM to the master and, at the same moment, to its children (the
+        master alone takes a while to bring the imap processes down); returns
+        once the master is gone."""
+        pid = int(self.env["DOVECOT_PID"])
+        children = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open(f"/proc/{p}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            children.append(int(p))
+                except (OSError, ValueError, IndexError):
+                    pass
+        for c in children:
+            try:
+                os.kill(c, signal.SIGTERM)
+            except OSError:
+                pass
+        os.kill(pid, signal.SIGTERM)
+        harness.wait_until(lambda: not _pid_alive(pid), 20, "Dovecot to stop", interval=0.02)
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- configuration
+def fault_mailbox(servers, user, workdir, name, delivery, *, port=None, arbitration=None, **mb):
+    """A mailbox entry: plaintext IMAP (allow_plaintext_login), delete + expunge
+    after delivery, short command/connect timeouts, a JSON log per instance."""
+    opts = dict(FAST)
+    opts.update(mb)
+    m = harness.imap_mailbox(servers, user, delete=True, expunge=True,
+                             log_path=str(workdir / f"{name}.log"), allow_plaintext_login=True, **opts)
+    if port is not None:
+        m["port"] = port
+    m.update(delivery)
+    if arbitration:
+        m.update(arbitration)
+    return {"mailboxes": [m]}
+
+
+def renamed(cfg, workdir, name):
+    """The same config for another instance, logging to its own file."""
+    c = copy.deepcopy(cfg)
+    for mb in c["mailboxes"]:
+        mb["logger"] = {"log_path": str(workdir / f"{name}.log")}
+    return c
+
+
+def sentinel_opts(ss):
+    """mail_room's sentinel form: the redis_url host is the master name."""
+    return {"redis_url": f"redis://{ss.name}", "sentinels": [{"host": HOST, "port": ss.sentinel_port}]}
+
+
+# ---------------------------------------------------------------- counting
+class Tally:
+    """Counts one scenario at the end and records its row in the fault table,
+    also when the scenario fails half way (then with outcome FAIL).
+
+    injected: the raw messages put into the mailbox; deliverable: those of
+    them that must be delivered (default: all).
+    deliveries(): [(Message-ID, jid or None, sha1 of the bytes)] at the target;
+    each must be byte for byte a message injected.
+    in_mailbox(): {Message-ID: flags} of the messages left (not \\Deleted)."""
+
+    def __init__(self, record, scenario, injected, deliveries, in_mailbox, deliverable=None, quick=None):
+        self.quick = quick  # cheap count of deliveries (LLEN), to poll with
+        self.record = record
+        self.scenario = scenario
+        # injected: the raw messages; each delivery must be byte for byte one of them
+        self.originals = {harness.message_id(m): digest(m) for m in injected}
+        injected = list(self.originals)
+        if deliverable is not None:
+            deliverable = ids_of(deliverable)
+        self.injected = list(injected)
+        self.deliverable = set(deliverable if deliverable is not None else injected)
+        self.deliveries = deliveries
+        self.in_mailbox = in_mailbox
+        self.t0 = time.monotonic()
+        self.seconds = None
+        self.recorded = False
+        self.note = ""
+
+    def add_note(self, text):
+        self.note = (self.note + "; " if self.note else "") + text
+
+    def stop_clock(self):
+        if self.seconds is None:
+            self.seconds = time.monotonic() - self.t0
+
+    def count(self):
+        dl = self.deliveries()
+        ids = [d[0] for d in dl]
+        distinct = set(ids)
+        left = self.in_mailbox()
+        lost = [i for i in self.injected if i not in distinct and i not in left]
+        by_id = {}
+        for mid, jid, _ in dl:
+            by_id.setdefault(mid, []).append(jid)
+        corrupt = [mid for mid, _, dg in dl if self.originals.get(mid) != dg]
+        return {"deliveries": dl, "ids": ids, "distinct": distinct, "left": left, "lost": lost, "by_id": by_id,
+                "duplicates": len(ids) - len(distinct), "corrupt": corrupt}
+
+    def _row(self, c, outcome):
+        row = {"scenario": self.scenario, "injected": len(self.injected),
+               "delivered": len(c["ids"]) if c else None, "distinct": len(c["distinct"]) if c else None,
+               "duplicates": c["duplicates"] if c else None, "lost": len(c["lost"]) if c else None,
+               "left_in_mailbox": len(c["left"]) if c else None,
+               "seconds": round(self.seconds if self.seconds is not None else time.monotonic() - self.t0, 2),
+               "outcome": outcome}
+        if c and c["corrupt"]:
+            row["corrupt"] = len(c["corrupt"])
+        if self.note:
+            row["note"] = self.note
+        return row
+
+    def check(self, *, expect_left=0, same_jid_duplicates_ok=False):
+        """Count, record, and assert: nothing lost, nothing doubled (or only
+        copies with one jid), expect_left messages left in the mailbox, nothing
+        delivered that was not deliverable."""
+        self.stop_clock()
+        c = self.count()
+        problems = []
+        if c["lost"]:
+            problems.append(f"{len(c['lost'])} message(s) lost, e.g. {c['lost'][:3]}")
+        dups = {mid: jids for mid, jids in c["by_id"].items() if len(jids) > 1}
+        if dups:
+            odd = {mid: jids for mid, jids in dups.items() if len(set(jids)) != 1 or None in jids}
+            if not same_jid_duplicates_ok:
+                problems.append(f"{c['duplicates']} duplicate deliveries, e.g. {list(dups.items())[:3]}")
+            elif odd:
+                problems.append(f"{len(odd)} message(s) delivered twice with different jids "
+                                f"(the jid must be stable per mailbox/UIDVALIDITY/UID), e.g. {list(odd.items())[:3]}")
+            else:
+                self.note = (self.note + "; " if self.note else "") + \
+                    f"{c['duplicates']} duplicate(s), each with the jid of its original"
+        if c["corrupt"]:
+            problems.append(f"{len(c['corrupt'])} delivery(ies) differ from the message injected (truncated or "
+                            f"altered), e.g. {c['corrupt'][:3]}")
+        undeliverable = c["distinct"] - self.deliverable
+        if undeliverable:
+            problems.append(f"{len(undeliverable)} message(s) delivered that must not be: {sorted(undeliverable)[:3]}")
+        missing = self.deliverable - c["distinct"]
+        if missing and not c["lost"]:
+            problems.append(f"{len(missing)} deliverable message(s) not delivered (still in the mailbox)")
+        if len(c["left"]) != expect_left:
+            problems.append(f"{len(c['left'])} message(s) left in the mailbox, expected {expect_left}")
+        self.record(**self._row(c, "FAIL" if problems else "pass"))
+        self.recorded = True
+        assert not problems, f"{self.scenario}: " + "; ".join(problems)
+        return c
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if not self.recorded:
+            self.stop_clock()
+            try:
+                c = self.count()
+            except Exception:  # noqa: BLE001  (a server of the scenario may be down)
+                c = None
+            if ev is not None:
+                first = str(ev).strip().splitlines()[0] if str(ev).strip() else type(ev).__name__
+                self.note = (self.note + "; " if self.note else "") + first[:200]
+            self.record(**self._row(c, "FAIL" if ev is not None else "unchecked"))
+            self.recorded = True
+        return False
+
+
+def wait_drained(tally, proc, timeout, expect_left=0, interval=0.2, also=None):
+    """Until every deliverable message was delivered and expect_left messages
+    are left in the mailbox (undeleted)."""
+    def done():
+        if tally.quick is not None and tally.quick() < len(tally.deliverable):
+            return False
+        got = {d[0] for d in tally.deliveries()}
+        if not tally.deliverable <= got:
+            return False
+        if len(tally.in_mailbox()) != expect_left:
+            return False
+        return also() if also else True
+    harness.wait_until(done, timeout, f"{tally.scenario}: all {len(tally.deliverable)} messages delivered "
+                                      f"and {expect_left} left in the mailbox", interval=interval, proc=proc)
+
+
+def first_job(client, key, proc, timeout=30):
+    """Wait (polling fast) until mailroom has pushed something: the drain is running."""
+    harness.wait_until(lambda: client.llen(key) >= 1, timeout, "mailroom to deliver something",
+                       interval=0.002, proc=proc)
+
+
+def assert_mid_drain(undeleted, total, what):
+    assert 0 < undeleted, f"the drain had finished before {what}; the scenario proves nothing"
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture
+def proxy(servers):
+    p = FaultProxy(HOST, servers.imap_port)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def drain_queue(servers, user):
+    """A queue nothing consumes: its jobs stay in queue:<name> to be counted."""
+    q = f"fault_{user}"
+    servers.r.delete("queue:" + q)
+    yield q
+    servers.r.delete("queue:" + q)
+
+
+def shared_setup(servers, user, tag, n=N):
+    msgs = make_batch(n, user, tag)
+    servers.maildir_deliver(user, msgs)
+    harness.wait_until(lambda: servers.status(user)["MESSAGES"] == n, 20, f"{n} messages in INBOX")
+    return msgs
+
+
+def arbitration_keys(client, ns):
+    """{key: (value, ttl)} of the arbitration keys under namespace ns, except
+    those holding "delivered:..." (the finished ones)."""
+    out = {}
+    for k in client.scan_iter(match=f"{ns}:*", count=1000):
+        v = client.get(k)
+        if v is not None and not v.startswith(b"delivered:"):
+            out[k.decode()] = (v.decode("utf-8", "replace"), client.ttl(k))
+    return out
+
+
+def arbitration(url_or_opts, **extra):
+    ns = f"faults:{uuid.uuid4().hex[:8]}"
+    if isinstance(url_or_opts, dict):
+        opts = dict(url_or_opts, namespace=ns)
+        opts.update(extra)
+        return {"arbitration_method": "redis", "arbitration_options": opts}
+    return harness.redis_arbitration(url_or_opts, ns, **extra)
+
+
+# ================================================================ Redis
+def test_redis_killed_mid_drain_then_restarted(servers, user, workdir, mailroom, fault_table):
+    """SIGKILL of Redis (delivery and arbitration) in the middle of a drain; it
+    stays down for 2 s and comes back on the same port with its append-only
+    file.  Unavoidable duplicates: a job Redis wrote but whose acknowledgement
+    never reached mailroom, or whose "delivered" mark the kill prevented, is
+    pushed again; such a copy must carry the same jid."""
+    rs = AofRedis(str(workdir / "redis"))
+    try:
+        msgs = shared_setup(servers, user, "rediskill")
+        queue = "rediskill"
+        c = rs.client()
+        with Tally(fault_table, "redis killed mid-drain", msgs, lambda: sidekiq_deliveries(c, queue),
+                   lambda: mailbox_messages(servers.imap_port, user), quick=lambda: c.llen("queue:" + queue)) as t:
+            cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(rs.url, queue),
+                                arbitration=arbitration(rs.url, claim_ttl=3))
+            mr = mailroom(cfg)
+            first_job(c, "queue:" + queue, mr)
+            at_fault = c.llen("queue:" + queue)
+            rs.kill()
+            t.add_note(f"killed after {at_fault} jobs")
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "Redis was killed")
+            time.sleep(2)  # the fault's duration: Redis stays down for 2 s
+            assert mr.alive(), mr.diagnostics()
+            rs.start()
+            wait_drained(t, mr, 60)
+            mr.stop_ok(timeout=30)
+            t.check(same_jid_duplicates_ok=True)
+    finally:
+        rs.stop()
+
+
+def test_sentinel_failover_mid_drain(servers, user, workdir, mailroom, fault_table):
+    """The Redis primary (found through Sentinel, for delivery and arbitration)
+    dies in the middle of a drain; Sentinel promotes the replica and mailroom
+    must follow it.  Redis replication is asynchronous, so to keep Redis itself
+    from losing acknowledged writes the primary first refuses writes
+    (min-replicas-to-write 2: NOREPLICAS errors, which mailroom must treat as a
+    failed delivery) until the replica has every acknowledged write, then it is
+    killed.  Unavoidable duplicates: a job pushed whose "delivered" mark was
+    refused is pushed again after the claim expires; it must carry the same jid."""
+    ss = SentinelSet(str(workdir / "sentinel"))
+    try:
+        harness.wait_until(ss.replica_known, 20, "the sentinel to know the replica", interval=0.1)
+        msgs = shared_setup(servers, user, "sentinel")
+        queue = "sentinel"
+        state = {"port": ss.master_port}
+
+        def deliveries():
+            return sidekiq_deliveries(ss.client(state["port"]), queue)
+
+        with Tally(fault_table, "sentinel failover mid-drain", msgs, deliveries,
+                   lambda: mailbox_messages(servers.imap_port, user),
+                   quick=lambda: ss.client(state["port"]).llen("queue:" + queue)) as t:
+            opts = sentinel_opts(ss)
+            cfg = fault_mailbox(servers, user, workdir, "mailroom",
+                                {"delivery_method": "sidekiq",
+                                 "delivery_options": dict(opts, queue=queue, worker="EmailReceiverWorker")},
+                                arbitration=arbitration(opts, claim_ttl=3))
+            mr = mailroom(cfg)
+            master, replica = ss.client(ss.master_port), ss.client(ss.replica_port)
+            first_job(master, "queue:" + queue, mr)
+            master.config_set("min-replicas-to-write", 2)  # from now on: NOREPLICAS
+            t.add_note(f"writes refused after {master.llen('queue:' + queue)} jobs")
+            harness.wait_until(lambda: master.info("replication")["master_repl_offset"]
+                               == replica.info("replication")["master_repl_offset"], 10,
+                               "the replica to have every acknowledged write", interval=0.01)
+            os.kill(ss.pid(ss.master_port), signal.SIGKILL)
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the primary died")
+            harness.wait_until(lambda: ss.master_addr() == (HOST, ss.replica_port), 30,
+                               "Sentinel to promote the replica", interval=0.1)
+            state["port"] = ss.replica_port
+            wait_drained(t, mr, 60)
+            mr.stop_ok(timeout=30)
+            t.check(same_jid_duplicates_ok=True)
+    finally:
+        ss.stop()
+
+
+# ================================================================ IMAP server
+def test_dovecot_restarted_mid_drain(servers, workdir, mailroom, fault_table, drain_queue):
+    """A private Dovecot is stopped in the middle of a drain and started again
+    on the same ports (same maildir, same UIDVALIDITY).  A message delivered
+    whose \\Seen \\Deleted never reached the server is found "delivered" in the
+    arbitration key and only flagged: no duplicates."""
+    dv = PrivateDovecot()
+    try:
+        user = dv.user
+        n = 500  # with bigger messages: a drain long enough to stop the server in
+        msgs = make_batch(n, user, "dovecot", body=BODY * 2)
+        mailinject.maildir_deliver(dv.maildir, msgs)
+        r = servers.r
+        with Tally(fault_table, "dovecot restarted mid-drain", msgs,
+                   lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(dv.imap_port, user),
+                   quick=lambda: r.llen("queue:" + drain_queue)) as t:
+            cfg = fault_mailbox(servers, user, workdir, "mailroom",
+                                harness.sidekiq_delivery(servers.redis_url, drain_queue), port=dv.imap_port,
+                                arbitration=arbitration(servers.redis_url, claim_ttl=3))
+            mr = mailroom(cfg)
+            first_job(r, "queue:" + drain_queue, mr)
+            dv.terminate()
+            t.add_note(f"stopped after {r.llen('queue:' + drain_queue)} jobs")
+            assert_mid_drain(maildir_undeleted(dv.maildir), n, "Dovecot stopped")
+            assert mr.alive(), mr.diagnostics()
+            dv.start()
+            wait_drained(t, mr, 60)
+            mr.stop_ok(timeout=30)
+            t.check()
+    finally:
+        dv.stop()
+        dv.remove()
+
+
+def test_connection_cut_in_literal(servers, user, workdir, mailroom, fault_table, drain_queue, proxy):
+    """Three times, the connection is closed after 1,000 bytes of a FETCH BODY[]
+    literal (each time after another 40 messages went through); mailroom must
+    reconnect, and neither deliver the cut message half nor lose the batch."""
+    msgs = shared_setup(servers, user, "literal")
+    r = servers.r
+    with Tally(fault_table, "connection cut in a literal (3x)", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        proxy.cut_in_literal(after_bytes=1000, times=3, skip=40)
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3))
+        mr = mailroom(cfg)
+        harness.wait_until(lambda: proxy.cuts >= 1, 30, "the first cut", proc=mr)
+        assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the first cut")
+        wait_drained(t, mr, 60, also=lambda: proxy.cuts == 3)
+        assert proxy.accepted >= 4, proxy
+        mr.stop_ok(timeout=30)
+        t.add_note(f"{proxy.cuts} cuts, {proxy.accepted} connections")
+        t.check()
+
+
+def test_blackhole_during_idle(servers, user, workdir, mailroom, fault_table, drain_queue, proxy):
+    """While mailroom idles, the server goes silent (TCP stays up, nothing
+    arrives) and N messages arrive in the mailbox.  idle_timeout is 600 s, so
+    only idle_check_interval (2 s) + command_timeout (2 s) can reveal the dead
+    connection: mailroom must open a new one by itself, and deliver everything
+    once the path is restored."""
+    r = servers.r
+    msgs = make_batch(N, user, "bh-idle")
+    with Tally(fault_table, "black hole during IDLE", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3),
+                            idle_timeout=600, idle_check_interval=2, command_timeout=2, connect_timeout=2)
+        mr = mailroom(cfg)
+        harness.wait_until(lambda: servers.idle_sessions(user) == 1, 20, "mailroom to enter IDLE", proc=mr)
+        proxy.blackhole()
+        t_fault = time.monotonic()
+        before = proxy.accepted
+        servers.maildir_deliver(user, msgs)
+        harness.wait_until(lambda: proxy.accepted > before, 20,
+                           "mailroom to notice the silent server and connect again", interval=0.05, proc=mr)
+        noticed = time.monotonic() - t_fault
+        assert r.llen("queue:" + drain_queue) == 0  # nothing can have passed
+        proxy.restore()
+        wait_drained(t, mr, 60)
+        mr.stop_ok(timeout=30)
+        t.add_note(f"new connection {noticed:.1f} s after the black hole began")
+        t.check()
+
+
+def test_blackhole_during_fetch(servers, user, workdir, mailroom, fault_table, drain_queue, proxy):
+    """In the middle of a drain, 1,000 bytes into a FETCH BODY[] literal, the
+    server goes silent (TCP stays up).  command_timeout (2 s) must reveal it;
+    once the path is restored everything is delivered once."""
+    msgs = shared_setup(servers, user, "bh-fetch")
+    r = servers.r
+    with Tally(fault_table, "black hole during FETCH", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        proxy.cut_in_literal(after_bytes=1000, times=1, skip=60, action="blackhole")
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3),
+                            command_timeout=2, connect_timeout=2)
+        mr = mailroom(cfg)
+        harness.wait_until(lambda: proxy.cuts >= 1, 30, "the black hole in a FETCH", proc=mr)
+        t_fault = time.monotonic()
+        t.add_note(f"black hole after {r.llen('queue:' + drain_queue)} jobs")
+        before = proxy.accepted
+        assert proxy.blackholed
+        assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the black hole")
+        harness.wait_until(lambda: proxy.accepted > before, 20,
+                           "mailroom to give up the silent FETCH and connect again", interval=0.05, proc=mr)
+        noticed = time.monotonic() - t_fault
+        proxy.restore()
+        wait_drained(t, mr, 60)
+        mr.stop_ok(timeout=30)
+        t.add_note(f"new connection {noticed:.1f} s after the black hole began")
+        t.check()
+
+
+# ================================================================ webhook
+def _webhook_scenario(servers, user, workdir, mailroom, fault_table, name, mode):
+    w = FaultWebhook()
+    try:
+        msgs = shared_setup(servers, user, f"webhook-{mode}")
+        with Tally(fault_table, name, msgs, w.deliveries,
+                   lambda: mailbox_messages(servers.imap_port, user), quick=lambda: w.count(200)) as t:
+            w.fail_after = (N // 3, mode)
+            delivery = {"delivery_method": "postback",
+                        "delivery_options": {"delivery_url": w.url(), "content_type": "text/plain",
+                                             "open_timeout": 2, "read_timeout": 1}}
+            mr = mailroom(fault_mailbox(servers, user, workdir, "mailroom", delivery))
+            failing = 500 if mode == "500" else "timeout"
+            harness.wait_until(lambda: w.count(failing) >= 1, 30, f"the webhook to start failing ({mode})", proc=mr)
+            t.add_note(f"failing after {w.count(200)} deliveries")
+            time.sleep(2)  # the fault's duration: the webhook keeps failing for 2 s
+            w.set_mode("ok")
+            wait_drained(t, mr, 60)
+            mr.stop_ok(timeout=30)
+            t.add_note(f"{w.count(failing)} failed request(s)")
+            t.check()
+    finally:
+        w.close()
+
+
+def test_webhook_500_then_recovers(servers, user, workdir, mailroom, fault_table):
+    """After N/3 messages the webhook answers 500 for 2 s: those messages stay
+    in the mailbox and are delivered once it answers 200 again."""
+    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook 500 for 2 s", "500")
+
+
+def test_webhook_timeout_then_recovers(servers, user, workdir, mailroom, fault_table):
+    """After N/3 messages the webhook stops answering for 2 s (read_timeout is
+    1 s; a held request is closed without an answer, so it was not delivered):
+    those messages are delivered once it answers again."""
+    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook timing out for 2 s", "hang")
+
+
+# ================================================================ the process
+def test_sigterm_mid_drain_then_restart(servers, user, workdir, mailroom, fault_table, drain_queue):
+    """SIGTERM in the middle of a drain (exit 0), then a new start delivers the rest."""
+    msgs = shared_setup(servers, user, "sigterm")
+    r = servers.r
+    with Tally(fault_table, "SIGTERM mid-drain, restart", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            arbitration=arbitration(servers.redis_url, claim_ttl=3))
+        mr = mailroom(cfg)
+        first_job(r, "queue:" + drain_queue, mr)
+        took = mr.stop_ok(timeout=30)
+        t.add_note(f"stopped after {r.llen('queue:' + drain_queue)} jobs, exit 0 in {took:.2f} s")
+        assert_mid_drain(undeleted_count(servers.imap_port, user), N, "SIGTERM")
+        mr2 = mailroom(renamed(cfg, workdir, "mailroom-restart"), name="mailroom-restart")
+        wait_drained(t, mr2, 60)
+        mr2.stop_ok(timeout=30)
+        t.check()
+
+
+def test_sigkill_mid_drain_then_restart(servers, user, workdir, mailroom, fault_table, drain_queue):
+    """SIGKILL in the middle of a drain, then a new start (claim_ttl 3 s, so
+    that the claims of the killed process expire soon and the new start must
+    pick those messages up by itself, without new mail and long before
+    idle_timeout).  The kill is repeated (at most 5 starts) until one leaves
+    claims behind that were not yet marked delivered.  Unavoidable duplicates:
+    a job pushed before the kill whose "delivered" mark was not yet written is
+    pushed again by the new start; it must carry the same jid."""
+    msgs = shared_setup(servers, user, "sigkill")
+    r = servers.r
+    key = "queue:" + drain_queue
+    with Tally(fault_table, "SIGKILL mid-drain, restart", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen(key)) as t:
+        arb = arbitration(servers.redis_url, claim_ttl=3)
+        ns = arb["arbitration_options"]["namespace"]
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            arbitration=arb)
+        kills, keys_at_kill = [], {}
+        for attempt in range(5):
+            before = r.llen(key)
+            mr = mailroom(renamed(cfg, workdir, f"mailroom{attempt}"), name=f"mailroom{attempt}")
+            harness.wait_until(lambda: r.llen(key) > before, 30, "mailroom to deliver something",
+                               interval=0.002, proc=mr)
+            mr.kill()
+            kills.append(r.llen(key))
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "SIGKILL")
+            keys_at_kill = arbitration_keys(r, ns)
+            if keys_at_kill:
+                break
+        t.add_note(f"{len(kills)} kill(s), after {'/'.join(map(str, kills))} jobs, "
+                   f"{len(keys_at_kill)} claim(s) outstanding")
+        mr2 = mailroom(renamed(cfg, workdir, "mailroom-restart"), name="mailroom-restart")
+        try:
+            wait_drained(t, mr2, 60)
+        except AssertionError:
+            left = mailbox_messages(servers.imap_port, user)
+            t.add_note(f"{len(left)} left; arbitration keys of the killed process (value/TTL at the kill): "
+                       + ", ".join(f"{k.rsplit(':', 1)[1]}={v}/{ttl}s" for k, (v, ttl) in
+                                   sorted(keys_at_kill.items())[:3])
+                       + f" ...; now {len(arbitration_keys(r, ns))} such keys")
+            raise
+        mr2.stop_ok(timeout=30)
+        t.check(same_jid_duplicates_ok=True)
+
+
+@pytest.mark.parametrize("instances", [2, 3])
+def test_instances_share_a_mailbox(servers, user, workdir, mailroom, fault_table, drain_queue, instances):
+    """k instances with redis arbitration start together on a full mailbox:
+    every message is delivered exactly once."""
+    msgs = shared_setup(servers, user, f"x{instances}")
+    r = servers.r
+    with Tally(fault_table, f"{instances} instances, one mailbox", msgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        arb = arbitration(servers.redis_url)
+        procs = []
+        for k in range(instances):
+            cfg = fault_mailbox(servers, user, workdir, f"mailroom{k}",
+                                harness.sidekiq_delivery(servers.redis_url, drain_queue), arbitration=copy.deepcopy(arb))
+            procs.append(mailroom(cfg, name=f"mailroom{k}"))
+        wait_drained(t, procs[0], 60)
+        for p in procs:
+            assert p.alive(), p.diagnostics()
+        for p in procs:
+            p.stop_ok(timeout=30)
+        per = [sum(1 for rec in p.log_records() if rec.get("action") == "sending to deliverer") for p in procs]
+        t.add_note("deliveries per instance: " + "/".join(map(str, per)))
+        t.check()
+
+
+def test_oversize_message_left_in_mailbox(servers, user, workdir, mailroom, fault_table, drain_queue):
+    """One message larger than max_message_size among normal ones: it is never
+    delivered and stays in the mailbox, unseen, with the $MailroomOversize
+    keyword; all the others are delivered."""
+    n = 100
+    msgs = make_batch(n, user, "oversize")
+    big = make_message(0, user, subject="too big", msgid=f"<{uuid.uuid4().hex}.big@faults.mailroom.test>",
+                       body=("y" * 78 + "\r\n") * 4000)  # ~320 KB
+    assert len(big) > 200_000
+    allmsgs = msgs[:n // 2] + [big] + msgs[n // 2:]
+    servers.append(user, allmsgs)
+    big_id = harness.message_id(big)
+    r = servers.r
+    with Tally(fault_table, "oversize message among 100", allmsgs,
+               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+               deliverable=msgs) as t:
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            max_message_size=200_000)
+        mr = mailroom(cfg)
+        flagged = lambda: OVERSIZE_KEYWORD in mailbox_messages(servers.imap_port, user).get(big_id, set())  # noqa: E731
+        try:
+            wait_drained(t, mr, 60, expect_left=1, also=flagged)
+        except AssertionError:
+            if big_id in {d[0] for d in t.deliveries()}:
+                raise AssertionError("the oversize message was delivered\n" + mr.diagnostics())
+            raise
+        left = mailbox_messages(servers.imap_port, user)
+        assert set(left) == {big_id}, left
+        assert "\\Seen" not in left[big_id] and OVERSIZE_KEYWORD in left[big_id], left[big_id]
+        mr.stop_ok(timeout=30)
+        t.add_note(f"the oversize one left with {sorted(left[big_id])}")
+        t.check(expect_left=1)
+
+
+def test_wrong_password_exits_at_startup(servers, user, workdir, mailroom, fault_table, drain_queue):
+    """A rejected login at start-up: exit 1 with a clear message naming the
+    mailbox (not the password), nothing delivered, every message still there."""
+    n = 100
+    msgs = make_batch(n, user, "wrongpw")
+    servers.maildir_deliver(user, msgs)
+    harness.wait_until(lambda: servers.status(user)["MESSAGES"] == n, 20, f"{n} messages in INBOX")
+    r = servers.r
+    secret = f"Wr0ng-{uuid.uuid4().hex[:10]}"
+    with Tally(fault_table, "wrong password", msgs, lambda: sidekiq_deliveries(r, drain_queue),
+               lambda: mailbox_messages(servers.imap_port, user), deliverable=[]) as t:
+        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                            password=secret)
+        mr = mailroom(cfg)
+        rc, took = mr.wait_exit(30)
+        out = mr.all_output()
+        assert rc == 1, f"exit code {rc}\n" + mr.diagnostics()
+        assert user in mr.stderr, "stderr does not name the mailbox\n" + mr.diagnostics()
+        assert re.search(r"login|authenticat|credentials|password", mr.stderr, re.I), \
+            "stderr does not say the login was rejected\n" + mr.diagnostics()
+        assert secret not in out, "the password appears in the output"
+        left = mailbox_messages(servers.imap_port, user)
+        assert all("\\Seen" not in f for f in left.values()), "a message was marked \\Seen"
+        last = (mr.stderr.strip().splitlines() or [""])[-1]
+        t.add_note(f"exit {rc} after {took:.1f} s: {last[:120]}")
+        t.check(expect_left=n)
