@@ -11,7 +11,7 @@ build_pkgs=(
   libssl-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev nlohmann-json3-dev libfmt-dev libcli11-dev
-  libcurl4-openssl-dev libicu-dev
+  libcurl4-openssl-dev libicu-dev libgmime-3.0-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   clang-14 libclang-rt-14-dev
 )

@@ -1,6 +1,7 @@
 // mailroom: watch IMAP mailboxes and hand every new message to Sidekiq or a
 // webhook; a drop-in replacement for mail_room (`mailroom -c mail_room.yml`).
 #include "app/coordinator.hpp"
+#include "cli/ops_cli.hpp"
 #include "common/logger.hpp"
 #include "config/load.hpp"
 
@@ -48,10 +49,13 @@ int main(int argc, char** argv) {
       ->expected(0, 1)
       ->check(CLI::IsMember({"json", "none", ""}));
   app.set_version_flag("--version", "mailroom " MAILROOM_VERSION);
+  // Operator subcommands (docs/operations.md); without one, run the service.
+  mailroom::cli::ops_commands ops(app);
   app.footer(
       "Examples:\n"
       "  mailroom -c /etc/gitlab/mail_room.yml\n"
       "  mailroom -c mail_room.yml --log-exit-as json\n"
+      "  mailroom status -c mail_room.yml       (operator commands: mailroom <command> --help)\n"
       "Signals: SIGTERM/SIGINT finish in-flight deliveries, LOGOUT, exit 0.");
 
   try {
@@ -77,6 +81,16 @@ int main(int argc, char** argv) {
     fatal("invalid configuration " + config_path + " (" + std::to_string(errors) + " error" +
           (errors == 1 ? "" : "s") + ")");
     return 1;
+  }
+
+  if (ops.selected()) {
+    std::signal(SIGPIPE, SIG_IGN);
+    try {
+      return ops.run(*loaded.cfg);
+    } catch (const std::exception& e) {
+      std::cerr << "mailroom: internal error: " << e.what() << std::endl;
+      return 1;
+    }
   }
 
   std::signal(SIGPIPE, SIG_IGN);  // a peer closing mid-write is an error code, not a crash

@@ -1,0 +1,208 @@
+// `status`: one report per mailbox, read-only (EXAMINE, UID SEARCH, one
+// INTERNALDATE fetch, LLEN, SCAN).
+#include "ops/common.hpp"
+#include "ops/output.hpp"
+#include "ops/targets.hpp"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <ostream>
+
+namespace mailroom::ops {
+
+namespace asio = boost::asio;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+asio::awaitable<bool> imap_part(asio::any_io_executor ex, const config::mailbox& mb, json& j) {
+  imap::client c(ex, mb);
+  std::string detail;
+  if (!co_await open_mailbox(c, mb, true, detail)) {
+    j["imap"] = {{"reachable", false}, {"error", detail}};
+    co_return false;
+  }
+  j["imap"] = {{"reachable", true}, {"host", mb.host}, {"port", mb.port}};
+  j["uidvalidity"] = c.uidvalidity();
+  std::vector<std::uint32_t> unseen;
+  // A named array: g++ 12 mishandles temporaries (a braced list) that live
+  // across a co_await.
+  static constexpr std::array<const char*, 3> kinds{"ALL", "UNSEEN", "DELETED"};
+  for (const char* what : kinds) {
+    const std::string criteria = what;
+    auto found = co_await search(c, mb, criteria, detail);
+    if (!found) {
+      j["imap"] = {{"reachable", false}, {"error", detail}};
+      co_return false;
+    }
+    const std::string key = criteria == "ALL"      ? "total"
+                            : criteria == "UNSEEN" ? "unseen"
+                                                   : "deleted";
+    j[key] = found->size();
+    if (criteria == "UNSEEN") unseen = std::move(*found);
+  }
+  j["oldest_unseen"] = nullptr;
+  if (!unseen.empty()) {
+    // UIDs ascend in arrival order (RFC 3501 §2.3.1.1), so the lowest unseen
+    // UID has waited longest; its INTERNALDATE is its arrival time.
+    const std::vector<std::uint32_t> first{unseen.front()};
+    std::optional<listed_message> oldest;
+    const std::function<void(listed_message &&)> keep = [&](listed_message&& m) {
+      oldest = std::move(m);
+    };
+    if (co_await fetch_messages(c, mb, first, keep, detail) && oldest) {
+      const auto arrived = oldest->view.internal_date;
+      j["oldest_unseen"] = {
+          {"uid", oldest->view.uid},
+          {"arrived", json_time(arrived)},
+          {"age_seconds", arrived ? json(now_seconds() - *arrived) : json(nullptr)},
+          {"subject", oldest->view.headers.subject}};
+    }
+  }
+  co_await c.logout();
+  co_return true;
+}
+
+asio::awaitable<bool> target_part(asio::any_io_executor ex, const config::mailbox& mb, json& j) {
+  bool ok = true;
+  switch (mb.delivery) {
+    case config::delivery_method::sidekiq: {
+      redis::client r(ex, mb.sidekiq.redis);
+      std::optional<std::int64_t> len;
+      const auto p = co_await sidekiq_queue_length(r, mb.sidekiq, len);
+      j["sidekiq"] = {{"queue", mb.sidekiq.queue},
+                      {"redis", r.describe()},
+                      {"length", len ? json(*len) : json(nullptr)}};
+      if (!p.ok) j["sidekiq"]["error"] = p.text;
+      ok = p.ok;
+      co_await r.close();
+      break;
+    }
+    case config::delivery_method::postback: {
+      const auto p = co_await reach_webhook(mb.postback);
+      j["webhook"] = {
+          {"url", url_for_display(mb.postback.url)}, {"reachable", p.ok}, {"detail", p.text}};
+      ok = p.ok;
+      break;
+    }
+    case config::delivery_method::logger:
+    case config::delivery_method::noop:
+      j["delivery"] = mb.delivery == config::delivery_method::logger ? "logger" : "noop";
+      break;
+  }
+  co_return ok;
+}
+
+asio::awaitable<bool> arbitration_part(asio::any_io_executor ex, const config::mailbox& mb,
+                                       json& j) {
+  if (mb.arbitration != config::arbitration_method::redis) {
+    j["arbitration"] = {{"method", "noop"}};
+    co_return true;
+  }
+  redis::client r(ex, mb.arbitration_opts.redis);
+  const std::uint32_t uidvalidity = j.value("uidvalidity", 0u);
+  const std::string pattern = arbitration_pattern(mb, uidvalidity);
+  std::optional<std::int64_t> n;
+  const auto p = co_await count_keys(r, pattern, n);
+  j["arbitration"] = {{"method", "redis"},
+                      {"redis", r.describe()},
+                      {"pattern", pattern},
+                      {"keys", n ? json(*n) : json(nullptr)}};
+  if (!p.ok) j["arbitration"]["error"] = p.text;
+  co_await r.close();
+  co_return p.ok;
+}
+
+void print_human(std::ostream& out, const json& j) {
+  out << j["mailbox"].get<std::string>() << "\n";
+  const auto& imap = j["imap"];
+  if (!imap["reachable"].get<bool>()) {
+    out << "  imap:          UNREACHABLE: " << imap["error"].get<std::string>() << "\n";
+  } else {
+    out << fmt::format("  imap:          reachable ({}:{})\n", imap["host"].get<std::string>(),
+                       imap["port"].get<int>());
+    out << fmt::format("  uidvalidity:   {}\n", j["uidvalidity"].get<std::uint32_t>());
+    out << fmt::format(
+        "  messages:      {} total, {} unseen, {} flagged \\Deleted (not expunged)\n",
+        j["total"].get<std::size_t>(), j["unseen"].get<std::size_t>(),
+        j["deleted"].get<std::size_t>());
+    const auto& o = j["oldest_unseen"];
+    if (o.is_null()) {
+      out << "  oldest unseen: -\n";
+    } else {
+      const std::string age =
+          o["age_seconds"].is_null()
+              ? "-"
+              : format_age(std::chrono::seconds(o["age_seconds"].get<std::int64_t>()));
+      out << fmt::format("  oldest unseen: {} (UID {}, arrived {})\n", age,
+                         o["uid"].get<std::uint32_t>(),
+                         o["arrived"].is_null() ? "-" : o["arrived"].get<std::string>());
+    }
+  }
+  if (j.contains("sidekiq")) {
+    const auto& s = j["sidekiq"];
+    if (s.contains("error")) {
+      out << "  sidekiq:       UNREACHABLE: " << s["error"].get<std::string>() << "\n";
+    } else {
+      out << fmt::format("  sidekiq:       queue {} length {} ({})\n",
+                         s["queue"].get<std::string>(), s["length"].get<std::int64_t>(),
+                         s["redis"].get<std::string>());
+    }
+  }
+  if (j.contains("webhook")) {
+    const auto& w = j["webhook"];
+    out << fmt::format("  webhook:       {}: {}\n",
+                       w["reachable"].get<bool>() ? "reachable" : "UNREACHABLE",
+                       w["detail"].get<std::string>());
+  }
+  if (j.contains("delivery"))
+    out << "  delivery:      " << j["delivery"].get<std::string>() << "\n";
+  const auto& a = j["arbitration"];
+  if (a["method"] == "noop") {
+    out << "  arbitration:   noop\n";
+  } else if (a.contains("error")) {
+    out << "  arbitration:   UNREACHABLE: " << a["error"].get<std::string>() << "\n";
+  } else {
+    out << fmt::format("  arbitration:   {} key(s) held ({}, {})\n", a["keys"].get<std::int64_t>(),
+                       a["pattern"].get<std::string>(), a["redis"].get<std::string>());
+  }
+}
+
+asio::awaitable<int> status(asio::any_io_executor ex,
+                            const std::vector<const config::mailbox*>& mailboxes,
+                            const invocation& inv) {
+  bool all_ok = true;
+  json reports = json::array();
+  for (const auto* mb : mailboxes) {
+    json j;
+    j["mailbox"] = mb->label();
+    const bool imap_ok = co_await imap_part(ex, *mb, j);
+    const bool target_ok = co_await target_part(ex, *mb, j);
+    const bool arbitration_ok = co_await arbitration_part(ex, *mb, j);
+    all_ok = all_ok && imap_ok && target_ok && arbitration_ok;
+    if (inv.json) {
+      reports.push_back(std::move(j));
+    } else {
+      print_human(*inv.out, j);
+      inv.out->flush();
+    }
+  }
+  if (inv.json) *inv.out << dump(reports, 2) << "\n";
+  co_return all_ok ? exit_ok : exit_failure;
+}
+
+}  // namespace
+
+int run_status(const config::config& cfg, const invocation& inv) {
+  std::string error;
+  const auto mailboxes = select_mailboxes(cfg, inv.mailbox, error);
+  if (!error.empty()) {
+    *inv.err << "mailroom status: " << error << "\n";
+    return exit_usage;
+  }
+  return run_on_loop([&](asio::any_io_executor ex) { return status(ex, mailboxes, inv); },
+                     *inv.err);
+}
+
+}  // namespace mailroom::ops
