@@ -49,4 +49,8 @@ load_result load_file(const std::string& path, env_lookup env = {});
 load_result load_string(std::string_view text, const std::string& file_name, env_lookup env = {},
                         const std::string& base_dir = ".");
 
+// A URL as it may be shown to people: the password, the query and the
+// fragment (either may carry a token) removed; the user name kept.
+std::string redact_url(std::string_view url);
+
 }  // namespace mailroom::config

@@ -282,3 +282,11 @@ void read_redis_target(map_view& m, redis_target& out, bool with_db) {
 }
 
 }  // namespace mailroom::config::detail
+
+namespace mailroom::config {
+
+std::string redact_url(std::string_view url) {
+  return detail::redact_url(url);
+}
+
+}  // namespace mailroom::config

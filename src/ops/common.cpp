@@ -154,8 +154,10 @@ std::optional<destructive_target> choose_destructive_target(const config::config
   const auto* mb = select_one_mailbox(cfg, inv.mailbox, error);
   auto filter = message_filter::compile(inv.filter, error);
   // Destructive commands never act on "everything" by omission.
-  if (mb && filter && !filter->any() && !inv.all)
+  // --interactive chooses message by message, so it is a selection itself.
+  if (mb && filter && !filter->any() && !inv.all && !inv.interactive)
     error = "choose the messages: a filter (--older-than, --from, ...), --uid LIST, or --all";
+  if (inv.interactive && inv.dry_run) error = "--interactive and --dry-run exclude each other";
   if (!error.empty() || !mb || !filter) {
     *inv.err << "mailroom " << command << ": " << error << "\n";
     return std::nullopt;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <chrono>
 #include <ostream>
 
@@ -58,7 +60,26 @@ asio::awaitable<int> expunge(asio::any_io_executor ex, const config::mailbox& mb
     std::vector<std::uint32_t> uids;
     uids.reserve(chosen->size());
     for (const auto& m : *chosen) uids.push_back(m.view.uid);
-    if (auto ec = co_await c.expunge(uids)) {
+    std::optional<std::vector<std::uint32_t>> again;
+    if (!uidplus) {
+      // Plain EXPUNGE takes whatever is \Deleted at that moment: refuse if
+      // another client flagged more since the list was made.
+      again = co_await search(c, mb, criteria, detail);
+      if (!again) {
+        *inv.err << "mailroom: " << detail << "\n";
+        co_await c.logout();
+        co_return exit_failure;
+      }
+      std::sort(again->begin(), again->end());
+      std::sort(uids.begin(), uids.end());
+    }
+    if (again && *again != uids) {
+      *inv.err << fmt::format(
+          "mailroom: mailbox {}: the \\Deleted messages changed while listing them ({} now, {} "
+          "before) and the server lacks UIDPLUS; nothing expunged, run again\n",
+          mb.label(), again->size(), uids.size());
+      rc = exit_failure;
+    } else if (auto ec = co_await c.expunge(uids)) {
       *inv.err << "mailroom: " << imap_failure(mb, c, "expunge", ec) << "\n";
       rc = exit_failure;
     } else {

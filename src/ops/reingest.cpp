@@ -157,7 +157,12 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
     std::vector<plan_item*> doomed;
     for (auto& it : items) {
       if (!it.value) continue;
-      if (it.unseen && in_flight_claim(*it.value) && !inv.force) {
+      // mail_room's key format is shared by every mailbox of the namespace:
+      // a claim there may be another folder's delivery in progress, whatever
+      // this folder's message looks like.
+      const bool shared_key =
+          mb.arbitration_opts.key_format == config::arbitration_key_format::mail_room;
+      if ((it.unseen || shared_key) && in_flight_claim(*it.value) && !inv.force) {
         it.state = key_state::in_flight;
       } else {
         it.state = key_state::would_delete;

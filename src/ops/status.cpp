@@ -1,5 +1,6 @@
 // `status`: one report per mailbox, read-only (EXAMINE, UID SEARCH, one
 // INTERNALDATE fetch, LLEN, SCAN).
+#include "config/load.hpp"
 #include "ops/common.hpp"
 #include "ops/output.hpp"
 #include "ops/targets.hpp"
@@ -82,7 +83,7 @@ asio::awaitable<bool> target_part(asio::any_io_executor ex, const config::mailbo
     case config::delivery_method::postback: {
       const auto p = co_await reach_webhook(mb.postback);
       j["webhook"] = {
-          {"url", url_for_display(mb.postback.url)}, {"reachable", p.ok}, {"detail", p.text}};
+          {"url", config::redact_url(mb.postback.url)}, {"reachable", p.ok}, {"detail", p.text}};
       ok = p.ok;
       break;
     }

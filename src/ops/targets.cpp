@@ -1,6 +1,7 @@
 #include "ops/targets.hpp"
 
 #include "arbitration/redis_arbitrator.hpp"
+#include "config/load.hpp"
 #include "delivery/http_client.hpp"
 #include "delivery/jwt.hpp"
 
@@ -33,16 +34,6 @@ std::string glob_escape(const std::string& s) {
 }
 
 }  // namespace
-
-std::string url_for_display(const std::string& url) {
-  const std::size_t scheme = url.find("://");
-  if (scheme == std::string::npos) return url;
-  const std::size_t host = scheme + 3;
-  const std::size_t end = url.find_first_of("/?#", host);
-  const std::size_t at = url.rfind('@', end == std::string::npos ? url.size() : end);
-  if (at == std::string::npos || at < host) return url;
-  return url.substr(0, host) + url.substr(at + 1);
-}
 
 asio::awaitable<probe> ping_redis(redis::client& r) {
   std::vector<std::string> args{"PING"};
@@ -77,7 +68,7 @@ asio::awaitable<probe> reach_webhook(const config::postback_options& opts) {
   req.tls = opts.tls;
   std::string detail;
   auto resp = co_await http.perform(std::move(req), detail);
-  const std::string shown = url_for_display(opts.url);
+  const std::string shown = config::redact_url(opts.url);
   if (!resp) co_return probe{false, fmt::format("OPTIONS {}: {}", shown, detail)};
   co_return probe{true, fmt::format("OPTIONS {} answered HTTP {}", shown, resp->status)};
 }

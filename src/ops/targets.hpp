@@ -37,7 +37,4 @@ std::string arbitration_pattern(const config::mailbox& mb, std::uint32_t uidvali
 boost::asio::awaitable<probe> count_keys(redis::client& r, const std::string& pattern,
                                          std::optional<std::int64_t>& count);
 
-// A URL without its user info ("https://user:pass@host/x" -> "https://host/x").
-std::string url_for_display(const std::string& url);
-
 }  // namespace mailroom::ops

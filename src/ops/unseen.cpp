@@ -4,6 +4,9 @@
 #include "ops/output.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <iostream>
 
 #include <ostream>
 
@@ -65,7 +68,9 @@ asio::awaitable<int> peek(asio::any_io_executor ex, const config::mailbox& mb,
   const std::string section = inv.body ? "BODY.PEEK[]" : "BODY.PEEK[HEADER]";
   std::optional<imap::message_summary> got;
   const imap::client::summary_handler keep = [&](imap::message_summary&& s) {
-    if (s.uid && *s.uid == inv.uid) got = std::move(s);
+    // The first answer is the one we asked for (flag updates lack the size
+    // and are filtered out by the client).
+    if (s.uid && *s.uid == inv.uid && !got) got = std::move(s);
   };
   const std::vector<std::uint32_t> uids{inv.uid};
   auto ec = co_await c.uid_fetch_summaries(uids, section, keep);
@@ -91,7 +96,18 @@ asio::awaitable<int> peek(asio::any_io_executor ex, const config::mailbox& mb,
     out << dump(j, 2) << "\n";
   } else {
     // Raw bytes, as stored: the operator sees exactly what would be delivered.
-    out << raw;
+    // On a terminal, control characters other than tab and line ends become
+    // spaces, so a hostile message cannot drive the terminal with escapes.
+    if (::isatty(STDOUT_FILENO) && inv.out == &std::cout) {
+      std::string shown = raw;
+      for (char& ch : shown) {
+        const auto u = static_cast<unsigned char>(ch);
+        if ((u < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || u == 0x7f) ch = ' ';
+      }
+      out << shown;
+    } else {
+      out << raw;
+    }
     if (!raw.empty() && raw.back() != '\n') out << "\n";
   }
   out.flush();
@@ -115,7 +131,8 @@ int run_unseen(const config::config& cfg, const invocation& inv) {
 int run_peek(const config::config& cfg, const invocation& inv) {
   std::string error;
   const auto* mb = select_one_mailbox(cfg, inv.mailbox, error);
-  if (!mb) {
+  if (mb && inv.uid == 0) error = "UID must be a positive number (RFC 3501 §2.3.1.1)";
+  if (!mb || inv.uid == 0) {
     *inv.err << "mailroom peek: " << error << "\n";
     return exit_usage;
   }

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <boost/asio/io_context.hpp>
 
 #include <chrono>
@@ -129,7 +131,12 @@ TEST_F(ClientOpsTest, SummariesArePipelinedAndDecoded) {
                         "BODY[HEADER.FIELDS (SUBJECT)] {12}\r\nSubject: b\r\n)")
                   .line("A0002 OK Fetch completed")
                   .line("* 4 EXISTS")
-                  .line("* 3 FETCH (UID 1000000005 BODY[HEADER.FIELDS (SUBJECT)] NIL)")
+                  // flag updates of other sessions carry a UID during UID
+                  // commands (RFC 3501 §6.4.8) but not the size we asked for
+                  .line("* 1 FETCH (UID 1000000001 FLAGS (\\Seen))")
+                  .line("* 7 FETCH (UID 1000000009 FLAGS (\\Seen) RFC822.SIZE 5)")
+                  .line("* 3 FETCH (UID 1000000005 RFC822.SIZE 0 BODY[HEADER.FIELDS (SUBJECT)] "
+                        "NIL)")
                   .line("A0003 OK Fetch completed"));
   error_code ec;
   std::vector<message_summary> got;
@@ -149,6 +156,28 @@ TEST_F(ClientOpsTest, SummariesArePipelinedAndDecoded) {
   EXPECT_FALSE(got[1].internal_date);
   EXPECT_EQ(got[2].uid, 1000000005u);
   EXPECT_EQ(got[2].header, "");
+}
+
+TEST_F(ClientOpsTest, AtMostEightFetchesAreInFlight) {
+  // Ten UID sets of two UIDs each: eight go out, then nothing until one is answered, so a
+  // server that stops reading while its answers are unread cannot wedge us.
+  opts_.uid_set_max_chars = 21;
+  imap_script s = logged_in();
+  for (int i = 0; i < 8; ++i) s.expect(R"(^A\d{4} UID FETCH [\d,]+ .*$)");
+  s.silence(std::chrono::milliseconds(300)).line("A0002 OK Fetch completed");
+  s.expect(R"(^A0010 UID FETCH [\d,]+ .*$)");
+  s.line("A0003 OK Fetch completed").expect(R"(^A0011 UID FETCH [\d,]+ .*$)");
+  for (int tag = 4; tag <= 11; ++tag) s.line(fmt::format("A{:04} OK Fetch completed", tag));
+  server_.add(s);
+  error_code ec;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    std::vector<std::uint32_t> uids;
+    for (std::uint32_t u = 1; u <= 20; ++u) uids.push_back(1000000000u + 2 * u);
+    const client::summary_handler ignore = [](message_summary&&) {};
+    if (!ec) ec = co_await c.uid_fetch_summaries(uids, kHeaderSection, ignore);
+  });
+  EXPECT_FALSE(ec) << ec.message();
 }
 
 TEST_F(ClientOpsTest, OneFailedFetchFailsTheCallAfterAllAnswers) {
