@@ -124,10 +124,13 @@ def test_uidvalidity_change_redelivers_nothing(servers, user, queue, workdir, ma
     got = servers.performed(queue, 1, 30, proc=mr)
     assert b"after the change" in got[0]
     base = f"http://127.0.0.1:{port}"
+    # The counter moves once the message is flagged, a moment after the job
+    # reached Sidekiq: wait for both.
     text = harness.wait_until(
         lambda: (x := get(base + "/metrics")) and
         metric(x[1].decode(), "mailroom_uidvalidity_changes_total", f"{user}/INBOX") == 1 and
-        x[1].decode(), 20, "the UIDVALIDITY change counted", proc=mr)
+        metric(x[1].decode(), "mailroom_messages_delivered_total", f"{user}/INBOX") == 4 and
+        x[1].decode(), 20, "the UIDVALIDITY change counted and 4 deliveries", proc=mr)
     assert metric(text, "mailroom_messages_delivered_total", f"{user}/INBOX") == 4
     harness.assert_stays(lambda: servers.r.llen(servers.result_key(queue)) == 0, 2.0,
                          "no redelivery of the 3 old messages", proc=mr)
