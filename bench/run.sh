@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The performance benchmark in one command (numbers: bench/RESULTS.md).
+# Starts its own Dovecot and Redis (tests/servers), runs bench/perf_bench.py
+# against build/mailroom and prints a Markdown table; JSON goes to
+# bench/results.json (or --json FILE).
+#
+#   usage: bench/run.sh [--quick] [--no-ruby] [--json FILE] [--only drain,pickup,idle]
+#                       [--perf-record FILE]
+#   --quick: smaller sizes (2,000 x 4 KB, 20 x 5 MB, 30 pickups, up to 1,000
+#            idle mailboxes), under ~2 minutes; the full run takes ~10 minutes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -x "$ROOT/build/mailroom" ]; then
+  echo "build/mailroom missing: building it (cmake --build build)" >&2
+  [ -f "$ROOT/build/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  cmake --build "$ROOT/build" -j"$(nproc)" --target mailroom
+fi
+# Debian's python3: it has the redis module (a pyenv/venv python3 may not)
+exec /usr/bin/python3 "$ROOT/bench/perf_bench.py" "$@"
