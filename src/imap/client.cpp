@@ -262,13 +262,19 @@ asio::awaitable<error_code> client::connect_and_login(
 }
 
 asio::awaitable<error_code> client::select(const std::string& folder) {
+  const std::string verb = "SELECT";
+  co_return co_await open_folder(verb, folder);
+}
+
+asio::awaitable<error_code> client::open_folder(const std::string& verb,
+                                                const std::string& folder) {
   uidvalidity_ = 0;
-  command_builder cmd("SELECT");
+  command_builder cmd(verb);
   cmd.mailbox(folder);
   auto r = co_await run(cmd);
   if (!r) co_return r.error();
   if (r->st != status::ok)
-    co_return fail(client_errc::mailbox_missing, "SELECT " + folder + ": " + r->text);
+    co_return fail(client_errc::mailbox_missing, verb + " " + folder + ": " + r->text);
   new_mail_hint_ = false;
   co_return error_code{};
 }
@@ -348,9 +354,15 @@ asio::awaitable<error_code> client::uid_move(const std::vector<std::uint32_t>& u
 
 asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::uint32_t>& uids,
                                                         const std::string& flags) {
+  const std::string op = "+FLAGS.SILENT";
+  co_return co_await uid_store(uids, op, flags);
+}
+
+asio::awaitable<error_code> client::uid_store(const std::vector<std::uint32_t>& uids,
+                                              const std::string& op, const std::string& flags) {
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd("UID STORE");
-    cmd.atom(set).atom("+FLAGS.SILENT").atom("(" + flags + ")");
+    cmd.atom(set).atom(op).atom("(" + flags + ")");
     auto r = co_await run(cmd);
     if (!r) co_return r.error();
     if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID STORE: " + r->text);

@@ -151,6 +151,12 @@ class client {
   boost::asio::awaitable<boost::system::result<tagged_outcome>> run(
       const command_builder& cmd, const untagged_handler& on_untagged);
   void note_untagged(const response& r);
+  // SELECT or EXAMINE (same answer, RFC 3501 §6.3.2).
+  boost::asio::awaitable<boost::system::error_code> open_folder(const std::string& verb,
+                                                                const std::string& folder);
+  // UID STORE <uids> <op> (<flags>), op = "+FLAGS.SILENT" or "-FLAGS.SILENT".
+  boost::asio::awaitable<boost::system::error_code> uid_store(
+      const std::vector<std::uint32_t>& uids, const std::string& op, const std::string& flags);
   boost::system::error_code fail(boost::system::error_code ec, std::string detail);
 
   boost::asio::any_io_executor executor_;

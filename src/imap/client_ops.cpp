@@ -12,15 +12,8 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 asio::awaitable<error_code> client::examine(const std::string& folder) {
-  uidvalidity_ = 0;
-  command_builder cmd("EXAMINE");
-  cmd.mailbox(folder);
-  auto r = co_await run(cmd);
-  if (!r) co_return r.error();
-  if (r->st != status::ok)
-    co_return fail(client_errc::mailbox_missing, "EXAMINE " + folder + ": " + r->text);
-  new_mail_hint_ = false;
-  co_return error_code{};
+  const std::string verb = "EXAMINE";
+  co_return co_await open_folder(verb, folder);
 }
 
 asio::awaitable<error_code> client::uid_fetch_summaries(const std::vector<std::uint32_t>& uids,
@@ -74,14 +67,8 @@ asio::awaitable<error_code> client::uid_fetch_summaries(const std::vector<std::u
 
 asio::awaitable<error_code> client::uid_store_remove_flags(const std::vector<std::uint32_t>& uids,
                                                            const std::string& flags) {
-  for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
-    command_builder cmd("UID STORE");
-    cmd.atom(set).atom("-FLAGS.SILENT").atom("(" + flags + ")");
-    auto r = co_await run(cmd);
-    if (!r) co_return r.error();
-    if (r->st != status::ok) co_return fail(client_errc::command_failed, "UID STORE: " + r->text);
-  }
-  co_return error_code{};
+  const std::string op = "-FLAGS.SILENT";
+  co_return co_await uid_store(uids, op, flags);
 }
 
 }  // namespace mailroom::imap

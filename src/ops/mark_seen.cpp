@@ -28,7 +28,7 @@ asio::awaitable<int> ask_each(imap::client& c, const config::mailbox& mb,
                               const invocation& inv) {
   auto& out = *inv.out;
   const std::int64_t now = now_seconds();
-  std::size_t marked = 0, kept = 0;
+  std::size_t marked = 0;
   const std::string seen = "\\Seen";
   for (std::size_t i = 0; i < chosen.size(); ++i) {
     out << fmt::format("[{}/{}] {}\n", i + 1, chosen.size(), runbook_line(chosen[i], now));
@@ -40,10 +40,7 @@ asio::awaitable<int> ask_each(imap::client& c, const config::mailbox& mb,
     }
     if (inv.echo_answers) out << answer << "\n";
     if (answer == "q" || answer == "Q") break;
-    if (answer != "y" && answer != "Y" && answer != "yes") {
-      ++kept;
-      continue;
-    }
+    if (answer != "y" && answer != "Y" && answer != "yes") continue;
     const std::vector<std::uint32_t> one{chosen[i].view.uid};
     if (auto ec = co_await c.uid_store_add_flags(one, seen)) {
       *inv.err << "mailroom: " << imap_failure(mb, c, "UID STORE", ec) << "\n";

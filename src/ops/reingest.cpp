@@ -21,6 +21,8 @@
 
 #include <fmt/format.h>
 
+#include <functional>
+
 #include <algorithm>
 #include <ostream>
 #include <unordered_set>
@@ -52,12 +54,18 @@ bool in_flight_claim(const std::string& v) {
   return v == "1" || v.rfind("claimed:", 0) == 0;
 }
 
-asio::awaitable<bool> read_keys(redis::client& r, std::vector<plan_item>& items,
+// Sends `make(k)` for k in [0, n) as pipelines of redis_batch commands and
+// hands each reply to `take(k, reply)`; false with `detail` on a connection
+// failure or an error reply (named by `what(k)`).
+asio::awaitable<bool> pipelined(redis::client& r, std::size_t n,
+                                const std::function<std::vector<std::string>(std::size_t)>& make,
+                                const std::function<std::string(std::size_t)>& what,
+                                const std::function<void(std::size_t, const redis::reply&)>& take,
                                 std::string& detail) {
-  for (std::size_t i = 0; i < items.size(); i += redis_batch) {
-    const std::size_t end = std::min(items.size(), i + redis_batch);
+  for (std::size_t i = 0; i < n; i += redis_batch) {
+    const std::size_t end = std::min(n, i + redis_batch);
     std::vector<std::vector<std::string>> cmds;
-    for (std::size_t k = i; k < end; ++k) cmds.push_back({"GET", items[k].key});
+    for (std::size_t k = i; k < end; ++k) cmds.push_back(make(k));
     auto replies = co_await r.pipeline(std::move(cmds));
     if (!replies) {
       detail = fmt::format("{}: {} ({})", r.describe(), replies.error().message(), r.last_error());
@@ -66,37 +74,44 @@ asio::awaitable<bool> read_keys(redis::client& r, std::vector<plan_item>& items,
     for (std::size_t k = i; k < end; ++k) {
       const auto& rep = (*replies)[k - i];
       if (rep.is_error()) {
-        detail = fmt::format("{}: GET {}: {}", r.describe(), items[k].key, rep.str);
+        detail = fmt::format("{}: {}: {}", r.describe(), what(k), rep.str);
         co_return false;
       }
-      if (!rep.is_null()) items[k].value = rep.str;
+      take(k, rep);
     }
   }
   co_return true;
 }
 
+asio::awaitable<bool> read_keys(redis::client& r, std::vector<plan_item>& items,
+                                std::string& detail) {
+  const std::function<std::vector<std::string>(std::size_t)> make = [&](std::size_t k) {
+    return std::vector<std::string>{"GET", items[k].key};
+  };
+  const std::function<std::string(std::size_t)> what = [&](std::size_t k) {
+    return "GET " + items[k].key;
+  };
+  const std::function<void(std::size_t, const redis::reply&)> take = [&](std::size_t k,
+                                                                         const redis::reply& rep) {
+    if (!rep.is_null()) items[k].value = rep.str;
+  };
+  co_return co_await pipelined(r, items.size(), make, what, take, detail);
+}
+
 asio::awaitable<bool> delete_keys(redis::client& r, std::vector<plan_item*>& doomed,
                                   std::string& detail) {
-  for (std::size_t i = 0; i < doomed.size(); i += redis_batch) {
-    const std::size_t end = std::min(doomed.size(), i + redis_batch);
-    std::vector<std::vector<std::string>> cmds;
-    for (std::size_t k = i; k < end; ++k)
-      cmds.push_back({"EVAL", compare_and_delete, "1", doomed[k]->key, *doomed[k]->value});
-    auto replies = co_await r.pipeline(std::move(cmds));
-    if (!replies) {
-      detail = fmt::format("{}: {} ({})", r.describe(), replies.error().message(), r.last_error());
-      co_return false;
-    }
-    for (std::size_t k = i; k < end; ++k) {
-      const auto& rep = (*replies)[k - i];
-      if (rep.is_error()) {
-        detail = fmt::format("{}: EVAL on {}: {}", r.describe(), doomed[k]->key, rep.str);
-        co_return false;
-      }
-      doomed[k]->state = rep.integer == 1 ? key_state::deleted : key_state::changed;
-    }
-  }
-  co_return true;
+  const std::function<std::vector<std::string>(std::size_t)> make = [&](std::size_t k) {
+    return std::vector<std::string>{"EVAL", compare_and_delete, "1", doomed[k]->key,
+                                    *doomed[k]->value};
+  };
+  const std::function<std::string(std::size_t)> what = [&](std::size_t k) {
+    return "EVAL on " + doomed[k]->key;
+  };
+  const std::function<void(std::size_t, const redis::reply&)> take = [&](std::size_t k,
+                                                                         const redis::reply& rep) {
+    doomed[k]->state = rep.integer == 1 ? key_state::deleted : key_state::changed;
+  };
+  co_return co_await pipelined(r, doomed.size(), make, what, take, detail);
 }
 
 const char* state_name(key_state s) {

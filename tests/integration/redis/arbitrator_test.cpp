@@ -115,7 +115,8 @@ TEST_F(RedisArbitration, MailRoomValueReadsAsTaken) {
   EXPECT_EQ(claim(a, req(6)), claim_result::taken);
 }
 
-TEST_F(RedisArbitration, CrashedClaimExpiresAfterClaimTtl) {
+TEST_F(RedisArbitration, ClaimTtlSetsTheLifetimeOfAClaim) {
+  // A crashed instance's claim frees its message after claim_ttl, not 600 s.
   config::arbitration_options o;
   o.redis.host = "127.0.0.1";
   o.redis.port = server.port();
