@@ -4,6 +4,7 @@
 // exactly what they saw before.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,8 +28,28 @@ std::string stable_jid(std::string_view email, std::string_view folder, std::uin
 // {"class":"<worker>","args":["<utf8_body>"],"queue":"<queue>","jid":"<jid>","retry":false,"enqueued_at":<float>}
 // Compact, keys in this order. `utf8_body` (and the other strings) MUST be valid
 // UTF-8: convert with to_utf8()/as_utf8() first. `enqueued_at` (seconds since the
-// epoch, Time.now.to_f) must be finite. The body is escaped straight into one
-// pre-sized string: bodies can be megabytes.
+// epoch, Time.now.to_f) must be finite.
+//
+// Sized first, then written in one pass wherever the caller wants it: bodies
+// can be megabytes, and the delivery writes the job straight into the Redis
+// command that goes on the wire (no intermediate JSON string). The views must
+// outlive the object.
+class sidekiq_job {
+ public:
+  sidekiq_job(std::string_view worker, std::string_view queue, std::string_view utf8_body,
+              std::string_view jid, double enqueued_at);
+  // Exact length of the JSON text.
+  std::size_t size() const { return size_; }
+  // Writes exactly size() bytes at `out`; returns out + size().
+  char* write(char* out) const;
+
+ private:
+  std::string_view worker_, queue_, body_, jid_;
+  std::string when_;
+  std::size_t size_;
+};
+
+// The same job as a new string.
 std::string make_sidekiq_job(std::string_view worker, std::string_view queue,
                              std::string_view utf8_body, std::string_view jid, double enqueued_at);
 
@@ -41,6 +62,10 @@ double epoch_seconds_now();
 // forms, other control characters as \u00XX with lowercase hex; "/", DEL,
 // U+2028/U+2029 and all other non-ASCII bytes are copied as they are.
 void append_json_string(std::string& out, std::string_view s);
+// The same in two steps: the literal's exact length, then the literal written
+// at `out` (returns the end).
+std::size_t json_string_size(std::string_view s);
+char* write_json_string(char* out, std::string_view s);
 
 // Ruby's Float#to_s: the shortest digits that round-trip, fixed notation when
 // the decimal point falls within the digits or up to 15 places after them

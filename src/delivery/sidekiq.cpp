@@ -2,9 +2,11 @@
 
 #include "delivery/charset.hpp"
 #include "delivery/job.hpp"
+#include "redis/resp/encoder.hpp"
 
 #include <fmt/format.h>
 
+#include <array>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -43,16 +45,19 @@ boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m)
     f["uid"] = m.uid;
     logger_->warn(f);
   }
-  std::vector<std::string> args;
-  args.reserve(3);
-  args.emplace_back("LPUSH");
-  args.push_back(queue_key_);
   // The message's stable id (a redelivery carries the same jid); a random one
   // for callers that did not set it, as mail_room does.
   const std::string jid = m.id.empty() ? make_jid() : m.id;
-  args.push_back(make_sidekiq_job(worker_, queue_, body, jid, now_as_double()));
+  // LPUSH <queue key> <job>, with the job JSON-escaped straight into the
+  // command that is written to Redis: besides the message itself, the only
+  // copy of a multi-megabyte body is the one on its way to the socket.
+  const sidekiq_job job(worker_, queue_, body, jid, now_as_double());
+  const std::string_view lpush = "LPUSH";
+  const std::array<std::string_view, 2> leading{lpush, queue_key_};
+  redis::command_with_slot cmd = redis::encode_command_with_slot(leading, job.size());
+  job.write(cmd.bytes.data() + cmd.slot);
 
-  auto r = co_await client_->command(std::move(args));
+  auto r = co_await client_->command_encoded(std::move(cmd.bytes));
   if (!r.has_value()) {
     const auto ec = r.error();
     co_return result{ec == redis::errc::timed_out ? errc::timed_out : errc::target_unavailable,

@@ -232,12 +232,18 @@ asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, duratio
 }
 
 asio::awaitable<error_code> stream::write_all(asio::const_buffer buf, duration timeout) {
+  const std::vector<asio::const_buffer> bufs{buf};
+  co_return co_await write_all(bufs, timeout);
+}
+
+asio::awaitable<error_code> stream::write_all(const std::vector<asio::const_buffer>& bufs,
+                                              duration timeout) {
   error_code ec;
   watchdog wd(write_deadline_, timeout);
   if (tls_) {
-    co_await asio::async_write(*tls_, buf, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(*tls_, bufs, asio::redirect_error(asio::use_awaitable, ec));
   } else {
-    co_await asio::async_write(socket_, buf, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(socket_, bufs, asio::redirect_error(asio::use_awaitable, ec));
   }
   if (ec) {
     ec = wd.translate(ec);

@@ -76,6 +76,9 @@ class stream {
 
   // Writes all of `buf`.
   asio::awaitable<error_code> write_all(asio::const_buffer buf, duration timeout);
+  // Writes all of `bufs`, in order, with gathered writes (writev).
+  asio::awaitable<error_code> write_all(const std::vector<asio::const_buffer>& bufs,
+                                        duration timeout);
 
   // Closes the socket; pending operations complete with an error. Idempotent.
   void close();

@@ -144,6 +144,9 @@ struct client::state {
   };
 
   static asio::awaitable<void> run(std::shared_ptr<state> self);
+  // Queues `req` (its bytes already in the outbox) and waits for its replies.
+  static asio::awaitable<boost::system::result<std::vector<reply>>> submit(
+      std::shared_ptr<state> s, std::shared_ptr<request> req);
   asio::awaitable<error_code> connect();
   asio::awaitable<error_code> connect_via_sentinel();
   asio::awaitable<error_code> ask_sentinel(const config::sentinel_endpoint& sentinel,
@@ -195,7 +198,16 @@ struct client::state {
   std::shared_ptr<asio::ssl::context> tls_ctx;
   std::vector<std::size_t> sentinel_order;  // the last sentinel that answered goes first
 
-  std::string outbox;  // encoded commands of `queued`, written in one go
+  // Encoded commands of `queued`, written in one go (one gathered write).
+  // Small commands share a chunk; a pre-encoded command (a multi-megabyte
+  // job) is its own chunk, moved in and never copied or reallocated.
+  std::vector<std::string> outbox;
+
+  void append_small(const std::vector<std::string>& args) {
+    constexpr std::size_t chunk_limit = 16 * 1024;
+    if (outbox.empty() || outbox.back().size() >= chunk_limit) outbox.emplace_back();
+    append_command(outbox.back(), args);
+  }
   std::deque<std::shared_ptr<request>> queued;
   std::deque<std::shared_ptr<request>> in_flight;  // written, replies awaited in order
   bool running = false;
@@ -228,10 +240,15 @@ asio::awaitable<void> client::state::run(std::shared_ptr<state> self) {
         }
       }
       s.in_flight.swap(s.queued);
-      std::string out;
-      out.swap(s.outbox);
-
-      error_code ec = co_await s.conn->write_all(asio::buffer(out), s.opts.command_timeout);
+      error_code ec;
+      {
+        std::vector<std::string> out;
+        out.swap(s.outbox);
+        std::vector<asio::const_buffer> buffers;
+        buffers.reserve(out.size());
+        for (const auto& chunk : out) buffers.push_back(asio::buffer(chunk));
+        ec = co_await s.conn->write_all(buffers, s.opts.command_timeout);
+      }  // the written bytes (jobs of megabytes) are freed before the replies come
       if (ec) {
         s.last_error = fmt::format("writing to {}: {}", s.address, net_detail(*s.conn, ec));
         ec = from_net(ec);
@@ -489,8 +506,13 @@ asio::awaitable<boost::system::result<std::vector<reply>>> client::pipeline(
                            boost::system::generic_category());
   }
   auto req = std::make_shared<request>(s->ex, commands.size());
-  for (const auto& c : commands) append_command(s->outbox, c);
+  for (const auto& c : commands) s->append_small(c);
   commands.clear();  // a large job is now in the outbox; free the original
+  co_return co_await s->submit(s, req);
+}
+
+asio::awaitable<boost::system::result<std::vector<reply>>> client::state::submit(
+    std::shared_ptr<state> s, std::shared_ptr<request> req) {
   s->queued.push_back(req);
   s->start_runner(s);
   if (!req->done) {
@@ -502,6 +524,15 @@ asio::awaitable<boost::system::result<std::vector<reply>>> client::pipeline(
   if (!req->done) co_return error_code(asio::error::operation_aborted);
   if (req->ec) co_return req->ec;
   co_return std::move(req->replies);
+}
+
+asio::awaitable<boost::system::result<reply>> client::command_encoded(std::string encoded) {
+  std::shared_ptr<state> s = state_;
+  auto req = std::make_shared<request>(s->ex, 1);
+  s->outbox.push_back(std::move(encoded));
+  auto r = co_await s->submit(s, std::move(req));
+  if (!r.has_value()) co_return r.error();
+  co_return std::move(r->front());
 }
 
 asio::awaitable<boost::system::result<reply>> client::command(std::vector<std::string> args) {

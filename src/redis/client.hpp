@@ -64,6 +64,11 @@ class client {
   // at once. Cancelling a caller abandons its reply, not the command.
   boost::asio::awaitable<boost::system::result<reply>> command(std::vector<std::string> args);
 
+  // The same for a command the caller encoded (resp/encoder.hpp): `encoded`
+  // must hold exactly one complete RESP command. It is moved onto the write
+  // queue as it is, so a multi-megabyte command is never copied.
+  boost::asio::awaitable<boost::system::result<reply>> command_encoded(std::string encoded);
+
   // Sends all commands in one write and returns their replies in order; same
   // failure rules as command(). Not a transaction: a failure may leave some
   // of the commands executed.

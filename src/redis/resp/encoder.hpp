@@ -18,4 +18,15 @@ void append_command(std::string& out, std::span<const std::string> args);
 // The encoded command as a new string.
 std::string encode_command(const std::vector<std::string_view>& args);
 
+// A command whose last argument, `last_size` bytes long, is left for the
+// caller to write in place: bytes[slot, slot + last_size) (filled with NUL
+// until then). A multi-megabyte argument (a Sidekiq job) is then produced
+// once, directly in the buffer that goes on the wire.
+struct command_with_slot {
+  std::string bytes;
+  std::size_t slot = 0;
+};
+command_with_slot encode_command_with_slot(std::span<const std::string_view> leading,
+                                           std::size_t last_size);
+
 }  // namespace mailroom::redis

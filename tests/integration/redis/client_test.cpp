@@ -1,4 +1,5 @@
 #include "redis/client.hpp"
+#include "redis/resp/encoder.hpp"
 
 #include "async_helpers.hpp"
 #include "support/redis_server.hpp"
@@ -12,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <set>
 #include <string>
@@ -251,6 +253,46 @@ TEST_F(RedisClient, ConnectionRefusedFailsEveryWaitingCaller) {
   ctx.run();
   ASSERT_EQ(errors.size(), 5u);
   for (const auto& ec : errors) EXPECT_EQ(ec, errc::connection_failed);
+}
+
+// Pre-encoded commands (a Sidekiq job written straight into its LPUSH) share
+// the write queue and the reply order with ordinary ones.
+TEST_F(RedisClient, EncodedCommandsInterleaveWithOrdinaryOnes) {
+  redis_server server;
+  client c(ctx.get_executor(), local_target(server.port()), fast_options());
+  constexpr int n = 40;
+  int failures = 0;
+  std::set<std::string> pushed;
+  for (int i = 0; i < n; ++i) {
+    // Values from 10 bytes to ~1 MB, with CR LF and NUL inside.
+    std::string value(static_cast<std::size_t>(10 + i * i * 700), static_cast<char>('a' + i % 26));
+    value += std::string("\r\n\0", 3) + std::to_string(i);
+    pushed.insert(value);
+    asio::co_spawn(
+        ctx,
+        [&, i, value]() -> asio::awaitable<void> {
+          const std::array<std::string_view, 2> leading{"LPUSH", "queue:mixed"};
+          command_with_slot cmd = encode_command_with_slot(leading, value.size());
+          std::copy(value.begin(), value.end(),
+                    cmd.bytes.begin() + static_cast<std::ptrdiff_t>(cmd.slot));
+          auto r = co_await c.command_encoded(std::move(cmd.bytes));
+          if (!r.has_value() || r->k != reply::kind::integer) ++failures;
+          std::vector<std::string> incr{"INCR", "counter:" + std::to_string(i)};
+          auto x = co_await c.command(std::move(incr));
+          if (!x.has_value() || x->k != reply::kind::integer || x->integer != 1) ++failures;
+        },
+        asio::detached);
+  }
+  ctx.run();
+  ctx.restart();
+  EXPECT_EQ(failures, 0) << c.last_error();
+  auto all = run_command(ctx, c, {"LRANGE", "queue:mixed", "0", "-1"});
+  ASSERT_TRUE(all.has_value()) << c.last_error();
+  ASSERT_EQ(all->k, reply::kind::array);
+  std::set<std::string> stored;
+  for (const auto& e : all->elements) stored.insert(e.str);
+  EXPECT_EQ(stored.size(), static_cast<std::size_t>(n));
+  EXPECT_TRUE(stored == pushed) << "a value was cut, merged or altered";
 }
 
 TEST_F(RedisClient, ConcurrentCallersGetTheirOwnReplies) {

@@ -30,7 +30,8 @@ mail_message message(std::string body) {
                       .mailbox_name = "inbox",
                       .uidvalidity = 1,
                       .uid = 101,
-                      .body = std::move(body)};
+                      .body = std::move(body),
+                      .id = {}};
 }
 
 double now_seconds() {

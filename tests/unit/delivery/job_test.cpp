@@ -1,6 +1,8 @@
 #include "delivery/job.hpp"
 
 #include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
 
 #include <nlohmann/json.hpp>
 
@@ -134,6 +136,76 @@ TEST(Jid, Is24LowercaseHexAndRandom) {
     seen.insert(jid);
   }
   EXPECT_EQ(seen.size(), 100u);
+}
+
+// The block-at-a-time escaper against the plain byte-by-byte definition, on
+// strings dense in the bytes that matter, at every alignment and length
+// (including the tails shorter than a block).
+std::string escape_reference(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+RC_GTEST_PROP(JsonEscape, MatchesTheByteByByteDefinition, ()) {
+  const auto interesting = rc::gen::element<char>('"', '\\', '\r', '\n', '\t', '\x01', '\x1f', ' ',
+                                                  '\x7f', '\x80', '\xff', 'a', '/');
+  const auto s = *rc::gen::container<std::string>(
+      rc::gen::oneOf(interesting, rc::gen::arbitrary<char>(), rc::gen::just('x')));
+  const auto offset = *rc::gen::inRange<std::size_t>(0, 17);
+  const std::string padded = std::string(offset, 'p') + s;
+  const std::string_view view = std::string_view(padded).substr(offset);
+  const std::string want = escape_reference(view);
+  RC_ASSERT(json_string_size(view) == want.size());
+  std::string got;
+  append_json_string(got, view);
+  RC_ASSERT(got == want);
+}
+
+TEST(SidekiqJob, SizeIsExactAndWriteFillsIt) {
+  const std::string body = std::string(100000, 'x') + "\r\n\"\\\x01" + std::string(33, 'y');
+  const sidekiq_job job("W", "q", body, "j", 2.5);
+  std::string out(job.size() + 1, '#');
+  char* end = job.write(out.data());
+  EXPECT_EQ(end, out.data() + job.size());
+  EXPECT_EQ(out.back(), '#');  // nothing written past size()
+  out.pop_back();
+  EXPECT_EQ(out, make_sidekiq_job("W", "q", body, "j", 2.5));
+  EXPECT_EQ(nlohmann::json::parse(out)["args"][0].get<std::string>(), body);
 }
 
 }  // namespace

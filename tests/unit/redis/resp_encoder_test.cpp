@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,19 @@ TEST(RespEncoder, RoundTripsThroughParser) {
   ASSERT_EQ((*r)->elements.size(), 3u);
   for (std::size_t i = 0; i < args.size(); ++i) {
     EXPECT_EQ((*r)->elements[i], reply::bulk(std::string(args[i])));
+  }
+}
+
+// The delivery writes the job into the slot; the bytes must be those of the
+// ordinary encoding of the same arguments.
+TEST(RespEncoder, SlotFormMatchesTheOrdinaryEncoding) {
+  for (const std::string& last : {std::string(), std::string("x"), std::string(100000, '\r')}) {
+    const std::array<std::string_view, 2> leading{"LPUSH", "resque:gitlab:queue:q"};
+    command_with_slot c = encode_command_with_slot(leading, last.size());
+    ASSERT_EQ(c.bytes.size(), c.slot + last.size() + 2);
+    std::copy(last.begin(), last.end(), c.bytes.begin() + static_cast<std::ptrdiff_t>(c.slot));
+    const std::vector<std::string_view> all{"LPUSH", "resque:gitlab:queue:q", last};
+    EXPECT_EQ(c.bytes, encode_command(all)) << last.size();
   }
 }
 
