@@ -105,16 +105,29 @@ std::shared_ptr<logger> logger::to_file(const std::string& path, std::string& er
 
 void logger::write(severity s, const fields& f) {
   if (!sink_ || s < min_) return;
-  fields line = fields::object();
-  line["severity"] = severity_label(s);
-  line["time"] = iso8601_now();
+  // {"severity":..,"time":.., then the caller's fields in their order}. The
+  // fields are serialised where they are rather than copied into a new
+  // object first: a drain writes a few lines per message.
+  std::string text = R"({"severity":")";
+  text += severity_label(s);
+  text += R"(","time":")";
+  text += iso8601_now();
+  text += '"';
+  const auto handler = nlohmann::ordered_json::error_handler_t::replace;
   if (f.is_object()) {
-    for (auto it = f.begin(); it != f.end(); ++it) line[it.key()] = it.value();
+    // Invalid UTF-8 in a field (e.g. a server's error text) must not throw.
+    const std::string body = f.dump(-1, ' ', false, handler);
+    if (body.size() > 2) {  // not "{}"
+      text += ',';
+      text.append(body, 1, std::string::npos);
+    } else {
+      text += '}';
+    }
   } else {
-    line["message"] = f;
+    text += R"(,"message":)";
+    text += f.dump(-1, ' ', false, handler);
+    text += '}';
   }
-  // Invalid UTF-8 in a field (e.g. a server's error text) must not throw.
-  std::string text = line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   text.push_back('\n');
   std::lock_guard lock(sink_->mutex);
   std::fwrite(text.data(), 1, text.size(), sink_->file);

@@ -81,7 +81,7 @@ client::client(asio::any_io_executor ex, const config::mailbox& mb, client_optio
       opts_(opts),
       stream_(ex),
       session_(opts.parser_limits),
-      read_buffer_(64 * 1024) {}
+      read_buffer_(min_read_buffer) {}
 
 client::~client() {
   close();
@@ -126,6 +126,10 @@ asio::awaitable<boost::system::result<session::event>> client::next_event(
       co_return ec;
     }
     session_.receive(std::string_view(read_buffer_.data(), n));
+    // A read that filled the buffer: more is coming (a large FETCH), so read
+    // in bigger pieces; fewer system calls for megabyte literals.
+    if (n == read_buffer_.size() && read_buffer_.size() < max_read_buffer)
+      read_buffer_.resize(read_buffer_.size() * 2);
   }
 }
 
@@ -417,6 +421,12 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::secon
     co_await idle_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     polling_ = false;
     co_return interrupted_ ? idle_end::interrupted : idle_end::timeout;
+  }
+  // Thousands of sessions can sit in IDLE at once, and they receive a few
+  // short lines: give back what a large FETCH grew the buffer to.
+  if (read_buffer_.size() > min_read_buffer) {
+    read_buffer_.resize(min_read_buffer);
+    read_buffer_.shrink_to_fit();
   }
   const std::string tag = session_.submit(command_builder("IDLE"));
   idling_ = true;

@@ -105,6 +105,8 @@ class client {
   boost::asio::awaitable<void> logout();
   void close();
 
+  // Bytes of the socket read buffer now held (for tests and memory figures).
+  std::size_t read_buffer_size() const { return read_buffer_.size(); }
   bool has_capability(std::string_view cap) const;
   std::uint32_t uidvalidity() const { return uidvalidity_; }
   // True when an EXISTS arrived outside IDLE since the last call.
@@ -177,6 +179,10 @@ class client {
   std::string idle_tag_;
   std::shared_ptr<boost::asio::steady_timer> idle_timer_;
   std::string last_error_;
+  // Starts small (an idle session needs little), doubles while reads fill it,
+  // back to the minimum before each IDLE.
+  static constexpr std::size_t min_read_buffer = 4 * 1024;
+  static constexpr std::size_t max_read_buffer = 256 * 1024;
   std::vector<char> read_buffer_;
 };
 

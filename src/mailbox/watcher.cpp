@@ -1,5 +1,6 @@
 #include "mailbox/watcher.hpp"
 
+#include "common/allocator.hpp"
 #include "delivery/job.hpp"
 #include "mime/headers.hpp"
 
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <utility>
@@ -60,6 +62,55 @@ asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
 }
 
 }  // namespace
+
+watcher::batch_deliveries::batch_deliveries(asio::any_io_executor ex)
+    : wake(ex, asio::steady_timer::time_point::max()) {}
+
+void watcher::batch_deliveries::finished(const delivery_slot& slot) {
+  held_bytes -= slot.bytes;
+  if (slot.error || (!slot.outcome.ok() && slot.outcome.ec != delivery::errc::bad_message))
+    target_failed = true;
+  if (--pending == 0) wake.cancel();
+}
+
+asio::awaitable<void> watcher::wait_all(batch_deliveries& b) {
+  while (b.pending > 0) {
+    error_code ec;
+    co_await b.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> watcher::deliver_one(mail_message m, delivery::result& out) {
+  out = co_await deliverer_->deliver(m);
+}  // the body is freed here, as soon as the target has answered
+
+void watcher::start_delivery(const std::shared_ptr<batch_deliveries>& batch,
+                             std::uint32_t uidvalidity, std::uint32_t uid, std::string&& body) {
+  batch_deliveries& b = *batch;
+  mail_message m{mb_.email, mb_.name, uidvalidity, uid, std::move(body), {}};
+  m.id = delivery::stable_jid(mb_.email, mb_.name, uidvalidity, uid);
+  auto f = context_line("sending to deliverer");
+  f["uid"] = uid;
+  f["jid"] = m.id;
+  // For finding a message in the logs; the jid is what identifies a delivery.
+  if (auto mid = mime::message_id(m.body)) f["message_id"] = *mid;
+  f["deliverer"] = deliverer_->class_name();
+  f["byte_size"] = m.body.size();
+  log_->info(f);
+  delivery_slot& slot = b.slots.emplace_back();
+  slot.uid = uid;
+  slot.id = m.id;
+  slot.bytes = m.body.size();
+  b.held_bytes += slot.bytes;
+  ++b.pending;
+  // The completion holds the batch: its slots outlive the delivery even if
+  // the pass is abandoned (an exception) before wait_all() returns.
+  asio::co_spawn(executor_, deliver_one(std::move(m), slot.outcome),
+                 [batch, &slot](std::exception_ptr e) {
+                   slot.error = e;
+                   batch->finished(slot);
+                 });
+}
 
 watcher::watcher(asio::any_io_executor ex, const config::mailbox& mb,
                  std::shared_ptr<delivery::deliverer> deliverer,
@@ -191,6 +242,7 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
 
   while (!stopping_) {
     const pass_result pass = co_await process_mailbox(c);
+    if (pass.bytes_fetched >= allocator::release_after_bytes) allocator::release_free_memory();
     if (pass.ec) co_return pass.ec;
     progress();
     if (stopping_) break;
@@ -301,14 +353,29 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
   if (mb_.limit_max_unread > 0 && uids.size() > mb_.limit_max_unread)
     uids.resize(mb_.limit_max_unread);
 
-  std::vector<std::uint32_t> deleted;
-  const std::string flags = mb_.delete_after_delivery ? "\\Seen \\Deleted" : "\\Seen";
+  pass_state pass;
   const std::uint32_t uidvalidity = c.uidvalidity();
+  // The batch fetched last, its deliveries possibly still running: it is
+  // finished (recorded and flagged) after the next batch has been fetched, so
+  // that the IMAP server works on the next batch while the target
+  // acknowledges this one.
+  std::unique_ptr<fetched_batch> prev;
 
   // Batch by batch, so that memory is bounded (at most fetch_batch messages
-  // and fetch_bytes bytes held) and a claim never waits long for its delivery.
+  // per batch, and fetch_bytes of bodies held, counting those of the previous
+  // batch still being delivered) and a claim never waits long for its
+  // delivery.
   std::size_t next = 0;
-  while (next < uids.size() && !stopping_) {
+  while (next < uids.size() && !stopping_ && !pass.stop) {
+    // The target (or the arbitration store) already failed on the previous
+    // batch: finish it now, which ends the pass, rather than fetch more.
+    if (prev && (prev->deliveries->target_failed || prev->store_down)) {
+      if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+        result.ec = ec;
+        co_return result;
+      }
+      continue;
+    }
     const std::size_t chunk_end = std::min(uids.size(), next + opts_.fetch_batch);
     const std::vector<std::uint32_t> chunk(uids.begin() + next, uids.begin() + chunk_end);
 
@@ -316,12 +383,41 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     // have to be held whole), and the batch is cut to the byte budget.
     auto meta = co_await c.uid_fetch_meta(chunk);
     if (!meta) {
+      co_await finish_batch(c, prev, false, pass, result);
       result.ec = meta.error();
       co_return result;
     }
     progress();
     std::map<std::uint32_t, const imap::message_meta*> by_uid;
     for (const auto& m : *meta) by_uid[m.uid] = &m;
+    // Bodies of the previous batch whose delivery is still running count
+    // against the byte budget. When not even the first message of this
+    // batch fits beside them, the previous batch is finished first.
+    std::uint64_t held = prev ? prev->deliveries->held_bytes : 0;
+    if (prev) {
+      for (const auto uid : chunk) {
+        auto it = by_uid.find(uid);
+        if (it == by_uid.end() || it->second->size > mb_.max_message_size) continue;
+        if (held + it->second->size > opts_.fetch_bytes) {
+          if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+            result.ec = ec;
+            co_return result;
+          }
+          held = 0;
+        }
+        break;
+      }
+    }
+    // A target that refuses at once (connection refused) has usually failed
+    // on the previous batch by now: then end the pass instead of fetching.
+    if (prev && prev->deliveries->target_failed) {
+      if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+        result.ec = ec;
+        co_return result;
+      }
+      break;
+    }
+    const std::uint64_t budget = opts_.fetch_bytes - held;
     std::vector<std::uint32_t> batch;
     std::vector<imap::message_meta> oversize;
     std::uint64_t bytes = 0;
@@ -341,7 +437,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         if (!flagged && !oversize_reported_.count(uid)) oversize.push_back(m);
         continue;
       }
-      if (!batch.empty() && bytes + m.size > opts_.fetch_bytes) break;
+      if (!batch.empty() && bytes + m.size > budget) break;
       ++consumed;
       batch.push_back(uid);
       bytes += m.size;
@@ -349,15 +445,16 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     next += consumed;
     if (!oversize.empty()) {
       if (auto ec = co_await set_aside_oversize(c, oversize)) {
+        co_await finish_batch(c, prev, false, pass, result);
         result.ec = ec;
         co_return result;
       }
     }
     if (batch.empty()) continue;
 
-    std::vector<std::uint32_t> granted;
-    std::vector<std::uint32_t> already;  // delivered before, still unflagged
-    bool store_down = false;
+    auto cur = std::make_unique<fetched_batch>();
+    cur->deliveries = std::make_shared<batch_deliveries>(executor_);
+    cur->bytes = bytes;
     std::vector<arbitration::claim_request> requests;
     std::vector<std::string> details(batch.size());
     requests.reserve(batch.size());
@@ -375,136 +472,143 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     for (std::size_t i = 0; i < batch.size(); ++i) {
       switch (answers[i]) {
         case arbitration::claim_result::granted:
-          granted.push_back(batch[i]);
+          cur->granted.push_back(batch[i]);
           break;
         case arbitration::claim_result::delivered:
-          already.push_back(batch[i]);
+          cur->already.push_back(batch[i]);
           break;
         case arbitration::claim_result::taken:
           ++counters_.claimed_elsewhere;
           result.claimed_elsewhere = true;
           break;
         case arbitration::claim_result::unavailable:
-          if (!store_down) {
+          if (!cur->store_down) {
             auto w = context_line("arbitration unavailable");
             w["uid"] = batch[i];
             w["error"] = details[i];
             log_->warn(w);
             last_error_ = details[i];
             target_ok_ = false;
-            store_down = true;
+            cur->store_down = true;
           }
           break;
       }
     }
     auto g = context_line("Getting new messages");
     g["unread"] = id_list(batch);
-    g["to_be_delivered"] = id_list(granted);
-    if (!already.empty()) g["already_delivered"] = id_list(already);
+    g["to_be_delivered"] = id_list(cur->granted);
+    if (!cur->already.empty()) g["already_delivered"] = id_list(cur->already);
     log_->info(g);
 
-    auto release = [&](std::uint32_t uid) { return release_claim(uidvalidity, uid); };
-
-    std::vector<std::pair<std::uint32_t, std::string>> fetched;
-    if (!granted.empty()) {
-      const imap::body_handler collect = [&](std::uint32_t uid, std::string&& body) {
-        fetched.emplace_back(uid, std::move(body));
+    // Each message goes to the deliverer as soon as its literal has arrived,
+    // so its delivery overlaps the transfer of the rest of the batch, and its
+    // body is freed as soon as its delivery returns.
+    error_code fetch_ec;
+    if (!cur->granted.empty()) {
+      const std::set<std::uint32_t> wanted(cur->granted.begin(), cur->granted.end());
+      fetched_batch& fb = *cur;
+      const imap::body_handler on_body = [&](std::uint32_t uid, std::string&& body) {
+        // Not asked for, or sent twice: a confused server; ignore it.
+        if (!wanted.count(uid) || !fb.started.insert(uid).second) return;
+        // Not started once stopping: released when finished, left for the next pass.
+        if (stopping_) return;
+        start_delivery(fb.deliveries, uidvalidity, uid, std::move(body));
       };
-      auto ec = co_await c.uid_fetch_bodies(granted, collect);
-      if (ec) {
-        for (const auto uid : granted) co_await release(uid);
-        result.ec = ec;
-        co_return result;
-      }
-      progress();
+      fetch_ec = co_await c.uid_fetch_bodies(cur->granted, on_body);
+      result.bytes_fetched += bytes;
     }
-
-    std::vector<std::uint32_t> delivered;
-    bool stop_batch = false;
-    std::set<std::uint32_t> seen_in_fetch;
-    std::vector<mail_message> messages;
-    messages.reserve(fetched.size());
-    for (auto& [uid, body] : fetched) {
-      seen_in_fetch.insert(uid);
-      if (stopping_) {
-        co_await release(uid);  // not started: leave it for the next pass/instance
-        continue;
-      }
-      mail_message m{mb_.email, mb_.name, uidvalidity, uid, std::move(body), {}};
-      m.id = delivery::stable_jid(mb_.email, mb_.name, uidvalidity, uid);
-      auto f = context_line("sending to deliverer");
-      f["uid"] = uid;
-      f["jid"] = m.id;
-      // For finding a message in the logs; the jid is what identifies a delivery.
-      if (auto mid = mime::message_id(m.body)) f["message_id"] = *mid;
-      f["deliverer"] = deliverer_->class_name();
-      f["byte_size"] = m.body.size();
-      log_->info(f);
-      messages.push_back(std::move(m));
+    if (fetch_ec) {
+      // Whatever was delivered is recorded (the next session finds the
+      // record and only flags it); the rest is released.
+      co_await finish_batch(c, prev, false, pass, result);
+      co_await finish_batch(c, cur, false, pass, result);
+      result.ec = fetch_ec;
+      co_return result;
     }
-    fetched.clear();
-    std::vector<asio::awaitable<delivery::result>> deliveries;
-    for (const auto& m : messages) deliveries.push_back(deliverer_->deliver(m));
-    const auto outcomes = co_await run_all(executor_, std::move(deliveries));
-    progress();
-    std::vector<asio::awaitable<bool>> records;
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      const auto uid = messages[i].uid;
-      if (outcomes[i].ok()) {
-        delivered.push_back(uid);
-        records.push_back(record_delivery(uidvalidity, uid, messages[i].id));
-        target_ok_ = true;
-        continue;
-      }
-      const auto& res = outcomes[i];
-      auto w = context_line("delivery failed");
-      w["uid"] = uid;
-      w["error"] = res.ec.message() + (res.detail.empty() ? "" : ": " + res.detail);
-      w["message_left_in_mailbox"] = true;
-      log_->warn(w);
-      ++counters_.delivery_failures;
-      result.delivery_failed = true;
-      co_await release(uid);
-      // A failure of the target (not of this message): later batches would
-      // fail the same way, so stop the pass and retry after a backoff.
-      if (res.ec != delivery::errc::bad_message) {
-        stop_batch = true;
-        target_ok_ = false;
-        last_error_ = w["error"].get<std::string>();
-      }
+    if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+      co_await finish_batch(c, cur, false, pass, result);
+      result.ec = ec;
+      co_return result;
     }
-    messages.clear();
-    // Granted but not returned by FETCH: expunged meanwhile by someone else.
-    for (const auto uid : granted)
-      if (!seen_in_fetch.count(uid)) co_await release(uid);
-    // Recorded before flagging: if we die in between, whoever finds the
-    // message unflagged flags it instead of delivering it again.
-    co_await run_all(executor_, std::move(records));
-
-    std::vector<std::uint32_t> to_flag = delivered;
-    to_flag.insert(to_flag.end(), already.begin(), already.end());
-    std::sort(to_flag.begin(), to_flag.end());
-    if (!to_flag.empty()) {
-      // Only now, after the target acknowledged, may the message leave.
-      if (auto ec = co_await c.uid_store_add_flags(to_flag, flags)) {
-        result.ec = ec;
-        co_return result;
-      }
-      progress();
-      counters_.delivered += delivered.size();
-      counters_.already_delivered += already.size();
-      if (mb_.delete_after_delivery) deleted.insert(deleted.end(), to_flag.begin(), to_flag.end());
-    }
-    if (store_down || stop_batch) {
-      result.delivery_failed = true;
-      break;
-    }
+    prev = std::move(cur);
   }
+  if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+    result.ec = ec;
+    co_return result;
+  }
+  if (pass.stop) result.delivery_failed = true;
 
-  if (mb_.expunge_deleted && !deleted.empty()) {
-    if (auto ec = co_await c.expunge(deleted)) result.ec = ec;
+  if (mb_.expunge_deleted && !pass.deleted.empty()) {
+    if (auto ec = co_await c.expunge(pass.deleted)) result.ec = ec;
   }
   co_return result;
+}
+
+asio::awaitable<error_code> watcher::finish_batch(imap::client& c,
+                                                  std::unique_ptr<fetched_batch>& batch, bool flag,
+                                                  pass_state& pass, pass_result& result) {
+  if (!batch) co_return error_code{};
+  const std::unique_ptr<fetched_batch> b = std::move(batch);
+  const std::uint32_t uidvalidity = c.uidvalidity();
+  co_await wait_all(*b->deliveries);
+  progress();
+  for (const auto& slot : b->deliveries->slots)
+    if (slot.error) std::rethrow_exception(slot.error);
+
+  std::vector<std::uint32_t> delivered;
+  std::vector<asio::awaitable<bool>> records;
+  std::set<std::uint32_t> attempted;
+  for (const auto& slot : b->deliveries->slots) {
+    const auto uid = slot.uid;
+    attempted.insert(uid);
+    if (slot.outcome.ok()) {
+      delivered.push_back(uid);
+      records.push_back(record_delivery(uidvalidity, uid, slot.id));
+      target_ok_ = true;
+      continue;
+    }
+    const auto& res = slot.outcome;
+    auto w = context_line("delivery failed");
+    w["uid"] = uid;
+    w["error"] = res.ec.message() + (res.detail.empty() ? "" : ": " + res.detail);
+    w["message_left_in_mailbox"] = true;
+    log_->warn(w);
+    ++counters_.delivery_failures;
+    result.delivery_failed = true;
+    co_await release_claim(uidvalidity, uid);
+    // A failure of the target (not of this message): later batches would
+    // fail the same way, so stop the pass and retry after a backoff.
+    if (res.ec != delivery::errc::bad_message) {
+      pass.stop = true;
+      target_ok_ = false;
+      last_error_ = w["error"].get<std::string>();
+    }
+  }
+  if (b->store_down) pass.stop = true;
+  // Granted but not delivered: not returned by FETCH (expunged meanwhile),
+  // not started (stopping), or cut off by a failed FETCH.
+  for (const auto uid : b->granted)
+    if (!attempted.count(uid)) co_await release_claim(uidvalidity, uid);
+  // Recorded before flagging: if we die in between, whoever finds the
+  // message unflagged flags it instead of delivering it again. This holds
+  // when the connection failed after some deliveries too: the next session
+  // finds them recorded and only flags them.
+  co_await run_all(executor_, std::move(records));
+  if (!flag) co_return error_code{};
+
+  std::vector<std::uint32_t> to_flag = delivered;
+  to_flag.insert(to_flag.end(), b->already.begin(), b->already.end());
+  std::sort(to_flag.begin(), to_flag.end());
+  if (to_flag.empty()) co_return error_code{};
+  // Only now, after the target acknowledged, may the message leave.
+  const std::string flags = mb_.delete_after_delivery ? "\\Seen \\Deleted" : "\\Seen";
+  if (auto ec = co_await c.uid_store_add_flags(to_flag, flags)) co_return ec;
+  progress();
+  counters_.delivered += delivered.size();
+  counters_.already_delivered += b->already.size();
+  if (mb_.delete_after_delivery)
+    pass.deleted.insert(pass.deleted.end(), to_flag.begin(), to_flag.end());
+  co_return error_code{};
 }
 
 }  // namespace mailroom::mailbox

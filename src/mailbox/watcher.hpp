@@ -19,6 +19,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <set>
@@ -99,10 +101,54 @@ class watcher {
 
  private:
   struct pass_result {
-    boost::system::error_code ec;    // connection-level failure: reconnect
-    bool delivery_failed = false;    // retry sooner than idle_timeout
-    bool claimed_elsewhere = false;  // look again once those claims may have expired
+    boost::system::error_code ec;     // connection-level failure: reconnect
+    bool delivery_failed = false;     // retry sooner than idle_timeout
+    bool claimed_elsewhere = false;   // look again once those claims may have expired
+    std::uint64_t bytes_fetched = 0;  // message bytes fetched in this pass
   };
+
+  // One delivery started while the batch is still being fetched.
+  struct delivery_slot {
+    std::uint32_t uid = 0;
+    std::string id;  // the jid
+    delivery::result outcome;
+    std::exception_ptr error;  // thrown by the deliverer (not expected)
+    std::size_t bytes = 0;     // the body's size, held until the delivery returns
+  };
+  // The deliveries of one batch; wait_all() returns once all have completed.
+  struct batch_deliveries {
+    explicit batch_deliveries(boost::asio::any_io_executor ex);
+    void finished(const delivery_slot& slot);
+    std::deque<delivery_slot> slots;  // stable addresses while deliveries run
+    std::size_t pending = 0;
+    std::uint64_t held_bytes = 0;    // bodies of the deliveries still running
+    bool target_failed = false;      // a delivery failed because of the target
+    boost::asio::steady_timer wake;  // never expires; cancelled when pending hits 0
+  };
+  static boost::asio::awaitable<void> wait_all(batch_deliveries& b);
+  void start_delivery(const std::shared_ptr<batch_deliveries>& batch, std::uint32_t uidvalidity,
+                      std::uint32_t uid, std::string&& body);
+  // A batch whose bodies have been fetched (deliveries started), not yet
+  // recorded and flagged.
+  struct fetched_batch {
+    std::shared_ptr<batch_deliveries> deliveries;
+    std::vector<std::uint32_t> granted;
+    std::vector<std::uint32_t> already;  // delivered before, still unflagged
+    std::set<std::uint32_t> started;     // bodies received
+    std::uint64_t bytes = 0;             // RFC822.SIZE sum
+    bool store_down = false;             // arbitration unavailable
+  };
+  struct pass_state {
+    std::vector<std::uint32_t> deleted;  // flagged \Deleted in this pass
+    bool stop = false;                   // the target or the arbitration store is failing
+  };
+  // Waits for the batch's deliveries, records the acknowledged ones, releases
+  // the other claims and, when `flag`, flags the delivered messages. Empties
+  // `batch`; an error is the STORE's.
+  boost::asio::awaitable<boost::system::error_code> finish_batch(
+      imap::client& c, std::unique_ptr<fetched_batch>& batch, bool flag, pass_state& pass,
+      pass_result& result);
+  boost::asio::awaitable<void> deliver_one(mail_message m, delivery::result& out);
 
   boost::asio::awaitable<boost::system::error_code> session(imap::client& c, bool& logged_in);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);

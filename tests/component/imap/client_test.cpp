@@ -539,6 +539,38 @@ TEST_F(ClientTest, ExpungeWithoutUidplusIsPlainExpunge) {
 
 // --- IDLE ---------------------------------------------------------------------
 
+// An idle session holds a small read buffer; a large FETCH grows it (fewer
+// reads for a big literal) and the next IDLE gives the memory back.
+TEST_F(ClientTest, ReadBufferGrowsForALargeFetchAndShrinksBeforeIdle) {
+  const std::string big(1024 * 1024, 'b');
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) UID FETCH 1 \(UID BODY\.PEEK\[\]\)$)")
+                  .send("* 1 FETCH (UID 1 BODY[] " + imap_script::literal(big) + ")\r\n")
+                  .tagged("OK Fetch completed")
+                  .expect(R"(^(\S+) IDLE$)")
+                  .line("+ idling")
+                  .line("* 2 EXISTS")
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  std::size_t at_start = 0, after_fetch = 0, after_idle = 0, got = 0;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    at_start = c.read_buffer_size();
+    const std::vector<std::uint32_t> uids{1};
+    const body_handler collect = [&](std::uint32_t, std::string&& body) { got = body.size(); };
+    if (auto e = co_await c.uid_fetch_bodies(uids, collect)) ADD_FAILURE() << e.message();
+    after_fetch = c.read_buffer_size();
+    auto r = co_await c.idle(30s);
+    if (!r) ADD_FAILURE() << r.error().message();
+    after_idle = c.read_buffer_size();
+  });
+  EXPECT_EQ(got, big.size());
+  EXPECT_EQ(at_start, 4096u);
+  EXPECT_GT(after_fetch, 4096u);
+  EXPECT_LE(after_fetch, 256u * 1024);
+  EXPECT_EQ(after_idle, 4096u);
+}
+
 TEST_F(ClientTest, IdleEndsWithNewMailWhenExistsArrives) {
   server_.add(logged_in()
                   .expect(R"(^(\S+) IDLE$)")

@@ -445,6 +445,41 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
   EXPECT_LT(idled, 5000) << "retried after " << idled << " ms";
 }
 
+TEST_F(WatcherTest, ArbitrationFailureInABatchStopsThePassBeforeTheNextBatch) {
+  // Batches overlap, but once batch 1 met an unavailable arbitration store,
+  // batch 2 is not started: batch 1 is finished (its granted messages
+  // delivered and flagged) and the pass ends; the retry takes 2 and 21.
+  arbitrator_->answer_for(2, claim_result::unavailable);
+  uid_list first_batch;
+  std::string all;
+  for (std::uint32_t u = 1; u <= 21; ++u) {
+    if (u <= 20 && u != 2) first_batch.push_back(u);
+    all += (all.empty() ? "" : " ") + std::to_string(u);
+  }
+  imap_script s = session_start();
+  search(s, all);
+  fetch(s, "1,3:20", first_batch);
+  store(s, "1,3:20");
+  expunge(s, "1,3:20");
+  idle_timed(s);
+  search(s, "2 21");
+  fetch(s, "2,21", {2, 21});
+  store(s, "2,21");
+  expunge(s, "2,21");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  const auto t = server_.transcript(0);
+  ASSERT_GE(t.size(), 8u);
+  EXPECT_EQ(t[5], "A0006 UID FETCH 1,3:20 (UID BODY.PEEK[])");
+  EXPECT_EQ(t[6], R"(A0007 UID STORE 1,3:20 +FLAGS.SILENT (\Seen \Deleted))")
+      << "batch 2 was started although the arbitration store had failed";
+  EXPECT_EQ(deliverer_->delivered_uids().size(), 21u);
+  EXPECT_EQ(delivered_count_, 21u);
+}
+
 TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
   arbitrator_->answer_next(2, claim_result::unavailable);
   imap_script s = session_start();
@@ -482,6 +517,13 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
 }
 
 TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
+  // Message 1 arrives whole and is delivered while 2 is still on the wire
+  // (deliveries start as each literal completes); then the connection drops.
+  // 1 is recorded as delivered, 2 and 3 are released. On the new connection
+  // the arbiter answers "delivered" for 1 (what the Redis arbiter does with
+  // the record), so 1 is only flagged and 2 and 3 are delivered.
+  arbitrator_->answer_for(1, arbitration::claim_result::granted);
+  arbitrator_->answer_for(1, arbitration::claim_result::delivered);
   imap_script first = session_start();
   search(first, "1 2 3");
   first.expect(R"(^(\S+) UID FETCH 1:3 \(UID BODY\.PEEK\[\]\)$)")
@@ -490,7 +532,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
   server_.add(first);
   imap_script second = session_start();
   search(second, "1 2 3");
-  fetch(second, "1:3", {1, 2, 3});
+  fetch(second, "2:3", {2, 3});
   store(second, "1:3");
   expunge(second, "1:3");
   idle_until_stopped(second, stop_);
@@ -513,7 +555,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
-                                       "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
+                                       "A0006 UID FETCH 2:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1:3",
                                        "A0009 IDLE",
@@ -521,8 +563,10 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0010 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3})) << "each delivered once";
-  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{1, 2, 3}))
-      << "the claims of the interrupted fetch are given back";
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->marked), (uid_list{1, 2, 3}))
+      << "1 recorded although its batch's FETCH failed";
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->releases), (uid_list{2, 3}))
+      << "the claims of the undelivered part of the interrupted fetch are given back";
   EXPECT_TRUE(fatals_.empty());
 }
 
@@ -797,12 +841,14 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
     (u <= 20 ? first_batch : second_batch).push_back(u);
     all += (all.empty() ? "" : " ") + std::to_string(u);
   }
+  // Small batches overlap: the server fetches batch 2 while batch 1 is being
+  // acknowledged, and batch 1 is flagged after that fetch.
   imap_script s = session_start();
   search(s, all);
   fetch(s, "1:20", first_batch);
-  store(s, "1:20");
   meta(s, second_batch);
   fetch(s, "21:25", second_batch);
+  store(s, "1:20");
   store(s, "21:25");
   expunge(s, "1:25");
   idle_until_stopped(s, stop_);
@@ -813,6 +859,53 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
   EXPECT_EQ(arbitrator_->claims.size(), 25u);
   EXPECT_EQ(deliverer_->delivered_uids().size(), 25u);
   EXPECT_EQ(delivered_count_, 25u);
+  EXPECT_EQ(fake_arbitrator::uids(arbitrator_->marked).size(), 25u);
+}
+
+TEST_F(WatcherTest, BodiesStillBeingDeliveredCountAgainstTheByteBudget) {
+  // fetch_bytes holds two of these 64-byte messages. The target takes 600 ms
+  // per message, far longer than a round trip to the fake server, so when
+  // the sizes of 3 and 4 arrive, the bodies of 1 and 2 are still held: batch
+  // 1 is finished (acknowledged and flagged) before 3 and 4 are fetched.
+  ASSERT_EQ(body_of(1).size(), 64u);
+  opts_.fetch_bytes = 150;
+  deliverer_->delay = 600ms;
+  imap_script s = session_start();
+  search(s, "1 2 3 4");
+  fetch(s, "1:2", {1, 2});
+  meta(s, {3, 4});
+  store(s, "1:2");
+  fetch(s, "3:4", {3, 4});
+  store(s, "3:4");
+  expunge(s, "1:4");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 2, 3, 4}));
+  EXPECT_EQ(delivered_count_, 4u);
+}
+
+TEST_F(WatcherTest, FastDeliveriesLetTheNextBatchOverlap) {
+  // The same with an instant target: nothing is held when 3 and 4 are
+  // planned, so they are fetched before batch 1 is flagged.
+  opts_.fetch_bytes = 150;
+  imap_script s = session_start();
+  search(s, "1 2 3 4");
+  fetch(s, "1:2", {1, 2});
+  meta(s, {3, 4});
+  fetch(s, "3:4", {3, 4});
+  store(s, "1:2");
+  store(s, "3:4");
+  expunge(s, "1:4");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 2, 3, 4}));
+  EXPECT_EQ(delivered_count_, 4u);
 }
 
 TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
