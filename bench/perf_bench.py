@@ -4,8 +4,9 @@
 Starts its own Dovecot and Redis (tests/servers, via core_bench's helpers),
 raises Dovecot's connection limits in its private config, then runs:
 
-* drain-4k:  10,000 messages of ~4 KB pre-loaded (Maildir, indexed before the
-  clock starts), mailroom with sidekiq delivery + delete_after_delivery +
+* drain-4k:  10,000 messages of ~4 KB pre-loaded (Maildir files named with
+  ",S=<size>,W=<CRLF size>" as Dovecot's LDA/LMTP names them, so RFC822.SIZE
+  needs no read of the file; indexed before the clock starts), mailroom with sidekiq delivery + delete_after_delivery +
   expunge_deleted: wall time from process start until every job is in Redis
   and the mailbox is empty; messages/s, MB/s, peak RSS (VmHWM), CPU seconds
   (utime+stime) per 1,000 messages.
@@ -26,7 +27,7 @@ raises Dovecot's connection limits in its private config, then runs:
 
 Next to the limits, two rows explain the gap (not limits): the raw client's
 `UID STORE 1:* +FLAGS.SILENT (\\Seen \\Deleted)` + `UID EXPUNGE 1:*`, and the
-same raw client replaying mailroom's IMAP commands (batches of 20: sizes,
+same raw client replaying mailroom's IMAP commands (batches of 500: sizes,
 bodies, STORE; one UID EXPUNGE) without delivering anything.
 
 Full run: 10,000 x 4 KB, 100 x 5 MB, 200 pickups (Ruby: 50), idle 1 / 100 /
@@ -39,7 +40,7 @@ bench/results.json keeps the run recorded in bench/RESULTS.md).
 
 usage: bench/perf_bench.py [--quick] [--json FILE] [--bin build/mailroom]
                            [--no-ruby] [--only drain,pickup,idle]
-                           [--perf-record FILE]   (profile the 4 KB drain)
+                           [--perf-record FILE]   (profile both drains)
 """
 import argparse
 import json
@@ -64,7 +65,7 @@ SERVERS = os.path.join(ROOT, "tests", "servers")
 CLK = os.sysconf("SC_CLK_TCK")
 MAIL_ROOM_RUBY = "/usr/bin/mail_room"
 FETCH_BYTES = 64 << 20  # mailroom's per-batch byte budget (watcher fetch_bytes)
-FETCH_BATCH = 20
+FETCH_BATCH = 500  # mailroom's batch for Sidekiq delivery (src/app/coordinator.cpp)
 
 # Appended to the private dovecot.conf that start-dovecot.sh generated, for
 # the idle-mailbox scenarios only (Dovecot is restarted with it): one imap
@@ -227,7 +228,7 @@ def add_users(names):
 
 
 def load(user, msgs):
-    mailinject.maildir_deliver(mailinject.user_maildir(user), msgs)
+    mailinject.maildir_deliver(mailinject.user_maildir(user), msgs, size_hints=True)
     st = mailinject.status(user)  # Dovecot indexes them now, not on the clock
     assert st["MESSAGES"] == len(msgs), st
 
@@ -323,7 +324,7 @@ def raw_fetch_limit(user, port):
 
 def raw_batched(user, port, batch=FETCH_BATCH):
     """Not a limit: mailroom's IMAP conversation without delivery (per batch
-    of 20: sizes, bodies, STORE \\Seen \\Deleted; one UID EXPUNGE at the
+    of 500: sizes, bodies, STORE \\Seen \\Deleted; one UID EXPUNGE at the
     end), one command at a time.  Seconds."""
     c = RawImap(user, port)
     t0 = time.monotonic()
@@ -662,7 +663,7 @@ def report(R, a):
           f"{lim['fetch_msg_per_s']:,.0f} msg/s, {lim['fetch_mb_per_s']:.1f} MB/s | |")
         w(f"| (not a limit) the raw client's `UID STORE 1:* +FLAGS.SILENT (\\Seen \\Deleted)` + `UID EXPUNGE 1:*` "
           f"({x['size_label']}) | {lim['store_expunge_s']:.2f} s | |")
-        w(f"| (not a limit) raw client, mailroom's IMAP commands without delivery (batches of 20) "
+        w(f"| (not a limit) raw client, mailroom's IMAP commands without delivery (batches of {FETCH_BATCH}) "
           f"({x['size_label']}) | {lim['batched_imap_s']:.2f} s, {x['mailroom']['messages'] / lim['batched_imap_s']:,.0f} msg/s | |")
         w(f"| limit: pipelined LPUSH of the jobs ({x['size_label']}) | {lim['lpush_s']:.2f} s, "
           f"{lim['lpush_msg_per_s']:,.0f} msg/s, {lim['lpush_mb_per_s']:.1f} MB/s | |")

@@ -2,7 +2,8 @@
 # The performance benchmark in one command (numbers: bench/RESULTS.md).
 # Starts its own Dovecot and Redis (tests/servers), runs bench/perf_bench.py
 # against build/mailroom and prints a Markdown table; JSON goes to
-# bench/results.json (or --json FILE).
+# build/bench-results.json (or --json FILE; bench/results.json keeps the run
+# recorded in bench/RESULTS.md).
 #
 #   usage: bench/run.sh [--quick] [--no-ruby] [--json FILE] [--only drain,pickup,idle]
 #                       [--perf-record FILE]

@@ -129,15 +129,22 @@ def imap_append(messages, user, password="secret", host=HOST, port=None, folder=
         c.close()
 
 
-def maildir_deliver(maildir, messages):
-    """Write messages into maildir/new (tmp + rename, as an MDA does)."""
+def maildir_deliver(maildir, messages, size_hints=False):
+    """Write messages into maildir/new (tmp + rename, as an MDA does).  With
+    size_hints the file names carry ",S=<size>,W=<size with CRLF>" as
+    Dovecot's own LDA/LMTP writes them, so that RFC822.SIZE is known without
+    reading the file."""
     st = os.stat(maildir)
     names = []
     for i, m in enumerate(messages):
+        data = m.replace(b"\r\n", b"\n")  # maildir files use LF; IMAP serves CRLF
         name = f"{time.time_ns()}.M{i}P{os.getpid()}R{uuid.uuid4().hex[:8]}.mailroom-test"
+        if size_hints:
+            lines = data.count(b"\n")
+            name += f",S={len(data)},W={len(data) + lines}"
         tmp = os.path.join(maildir, "tmp", name)
         with open(tmp, "wb") as fh:
-            fh.write(m.replace(b"\r\n", b"\n"))  # maildir files use LF; IMAP serves CRLF
+            fh.write(data)
         if os.geteuid() == 0:
             os.chown(tmp, st.st_uid, st.st_gid)
         os.rename(tmp, os.path.join(maildir, "new", name))
