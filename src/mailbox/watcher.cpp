@@ -390,22 +390,29 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     progress();
     std::map<std::uint32_t, const imap::message_meta*> by_uid;
     for (const auto& m : *meta) by_uid[m.uid] = &m;
-    // Bodies of the previous batch whose delivery is still running count
-    // against the byte budget. When not even the first message of this
-    // batch fits beside them, the previous batch is finished first.
+    // Deliveries of the previous batch still running count against this
+    // batch's budgets: fetch_bytes of bodies, and fetch_batch deliveries at
+    // once (webhook requests run a few at a time, and each must be done well
+    // within claim_ttl). When not even the first message of this batch fits
+    // beside them, the previous batch is finished first.
     std::uint64_t held = prev ? prev->deliveries->held_bytes : 0;
+    std::size_t in_flight = prev ? prev->deliveries->pending : 0;
     if (prev) {
-      for (const auto uid : chunk) {
+      bool fits = in_flight < opts_.fetch_batch;
+      for (const auto uid : chunk) {  // the first message this batch would take
+        if (!fits) break;
         auto it = by_uid.find(uid);
         if (it == by_uid.end() || it->second->size > mb_.max_message_size) continue;
-        if (held + it->second->size > opts_.fetch_bytes) {
-          if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
-            result.ec = ec;
-            co_return result;
-          }
-          held = 0;
-        }
+        fits = held + it->second->size <= opts_.fetch_bytes;
         break;
+      }
+      if (!fits) {
+        if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
+          result.ec = ec;
+          co_return result;
+        }
+        held = 0;
+        in_flight = 0;
       }
     }
     // A target that refuses at once (connection refused) has usually failed
@@ -418,6 +425,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       break;
     }
     const std::uint64_t budget = opts_.fetch_bytes - held;
+    const std::size_t count_budget = opts_.fetch_batch - in_flight;
     std::vector<std::uint32_t> batch;
     std::vector<imap::message_meta> oversize;
     std::uint64_t bytes = 0;
@@ -437,7 +445,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         if (!flagged && !oversize_reported_.count(uid)) oversize.push_back(m);
         continue;
       }
-      if (!batch.empty() && bytes + m.size > budget) break;
+      if (!batch.empty() && (bytes + m.size > budget || batch.size() >= count_budget)) break;
       ++consumed;
       batch.push_back(uid);
       bytes += m.size;
@@ -454,7 +462,6 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
 
     auto cur = std::make_unique<fetched_batch>();
     cur->deliveries = std::make_shared<batch_deliveries>(executor_);
-    cur->bytes = bytes;
     std::vector<arbitration::claim_request> requests;
     std::vector<std::string> details(batch.size());
     requests.reserve(batch.size());

@@ -135,7 +135,6 @@ class watcher {
     std::vector<std::uint32_t> granted;
     std::vector<std::uint32_t> already;  // delivered before, still unflagged
     std::set<std::uint32_t> started;     // bodies received
-    std::uint64_t bytes = 0;             // RFC822.SIZE sum
     bool store_down = false;             // arbitration unavailable
   };
   struct pass_state {

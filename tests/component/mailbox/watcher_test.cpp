@@ -887,6 +887,28 @@ TEST_F(WatcherTest, BodiesStillBeingDeliveredCountAgainstTheByteBudget) {
   EXPECT_EQ(delivered_count_, 4u);
 }
 
+TEST_F(WatcherTest, DeliveriesStillRunningCountAgainstTheBatchSize) {
+  // At most fetch_batch deliveries run at once, across batches: with 1 and 2
+  // still at the (600 ms) target, 3 and 4 wait until batch 1 is finished.
+  opts_.fetch_batch = 2;
+  deliverer_->delay = 600ms;
+  imap_script s = session_start();
+  search(s, "1 2 3 4", 2);
+  fetch(s, "1:2", {1, 2});
+  meta(s, {3, 4});
+  store(s, "1:2");
+  fetch(s, "3:4", {3, 4});
+  store(s, "3:4");
+  expunge(s, "1:4");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 2, 3, 4}));
+  EXPECT_EQ(delivered_count_, 4u);
+}
+
 TEST_F(WatcherTest, FastDeliveriesLetTheNextBatchOverlap) {
   // The same with an instant target: nothing is held when 3 and 4 are
   // planned, so they are fetched before batch 1 is flagged.
