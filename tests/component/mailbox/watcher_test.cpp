@@ -862,6 +862,23 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->marked).size(), 25u);
 }
 
+// Messages 1-4 in two batches of two. `overlapped`: batch 2 is fetched
+// before batch 1 is flagged; otherwise batch 1 is finished first.
+void two_batches_of_two(imap_script& s, std::size_t batch, bool overlapped) {
+  search(s, "1 2 3 4", batch);
+  fetch(s, "1:2", {1, 2});
+  meta(s, {3, 4});
+  if (overlapped) {
+    fetch(s, "3:4", {3, 4});
+    store(s, "1:2");
+  } else {
+    store(s, "1:2");
+    fetch(s, "3:4", {3, 4});
+  }
+  store(s, "3:4");
+  expunge(s, "1:4");
+}
+
 TEST_F(WatcherTest, BodiesStillBeingDeliveredCountAgainstTheByteBudget) {
   // fetch_bytes holds two of these 64-byte messages. The target takes 600 ms
   // per message, far longer than a round trip to the fake server, so when
@@ -871,13 +888,7 @@ TEST_F(WatcherTest, BodiesStillBeingDeliveredCountAgainstTheByteBudget) {
   opts_.fetch_bytes = 150;
   deliverer_->delay = 600ms;
   imap_script s = session_start();
-  search(s, "1 2 3 4");
-  fetch(s, "1:2", {1, 2});
-  meta(s, {3, 4});
-  store(s, "1:2");
-  fetch(s, "3:4", {3, 4});
-  store(s, "3:4");
-  expunge(s, "1:4");
+  two_batches_of_two(s, 20, false);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -893,13 +904,7 @@ TEST_F(WatcherTest, DeliveriesStillRunningCountAgainstTheBatchSize) {
   opts_.fetch_batch = 2;
   deliverer_->delay = 600ms;
   imap_script s = session_start();
-  search(s, "1 2 3 4", 2);
-  fetch(s, "1:2", {1, 2});
-  meta(s, {3, 4});
-  store(s, "1:2");
-  fetch(s, "3:4", {3, 4});
-  store(s, "3:4");
-  expunge(s, "1:4");
+  two_batches_of_two(s, 2, false);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -914,13 +919,7 @@ TEST_F(WatcherTest, FastDeliveriesLetTheNextBatchOverlap) {
   // planned, so they are fetched before batch 1 is flagged.
   opts_.fetch_bytes = 150;
   imap_script s = session_start();
-  search(s, "1 2 3 4");
-  fetch(s, "1:2", {1, 2});
-  meta(s, {3, 4});
-  fetch(s, "3:4", {3, 4});
-  store(s, "1:2");
-  store(s, "3:4");
-  expunge(s, "1:4");
+  two_batches_of_two(s, 20, true);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
