@@ -52,7 +52,13 @@ asio::awaitable<bool> imap_part(asio::any_io_executor ex, const config::mailbox&
     const std::function<void(listed_message &&)> keep = [&](listed_message&& m) {
       oldest = std::move(m);
     };
-    if (co_await fetch_messages(c, mb, first, keep, detail) && oldest) {
+    if (!co_await fetch_messages(c, mb, first, keep, detail)) {
+      // The counts above stand; the age is unknown, which is not "none".
+      j["oldest_unseen"] = {{"error", detail}};
+      c.close();
+      co_return false;
+    }
+    if (oldest) {  // absent: expunged between the search and the fetch
       const auto arrived = oldest->view.internal_date;
       j["oldest_unseen"] = {
           {"uid", oldest->view.uid},
@@ -131,6 +137,8 @@ void print_human(std::ostream& out, const json& j) {
     const auto& o = j["oldest_unseen"];
     if (o.is_null()) {
       out << "  oldest unseen: -\n";
+    } else if (o.contains("error")) {
+      out << "  oldest unseen: ERROR: " << o["error"].get<std::string>() << "\n";
     } else {
       const std::string age =
           o["age_seconds"].is_null()
