@@ -4,7 +4,8 @@
 // literal as read, the Redis command carrying the job). With glibc's defaults
 // a buffer of megabytes is a fresh mmap, or heap growth trimmed again as soon
 // as it is freed, so every message pays for the kernel zeroing and faulting in
-// the same amount of memory again (a quarter of the CPU of a 5 MB drain).
+// the same amount of memory again (page faults and page zeroing were about a
+// fifth of the CPU of the benchmark's 5 MB drain, bench/RESULTS.md).
 // Kept in the heap instead, it is reused by the next message; a watcher that
 // moved that much memory gives it back to the system once its pass is over.
 #pragma once

@@ -1,5 +1,7 @@
 #include "config/erb.hpp"
 
+#include "common/json_string.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -515,39 +517,9 @@ std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& 
 }  // namespace
 
 std::string ruby_to_json(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+  std::string out;
+  append_json_string(out, s);
+  return out;
 }
 
 int erb_output::original_line(int output_line) const {

@@ -4,6 +4,8 @@
 // exactly what they saw before.
 #pragma once
 
+#include "common/json_string.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -57,15 +59,11 @@ std::string make_sidekiq_job(std::string_view worker, std::string_view queue,
 // job's "enqueued_at".
 double epoch_seconds_now();
 
-// Appends `s` as a JSON string literal (with the quotes) the way Ruby's
-// JSON.generate does by default: `"` and `\` escaped, \b \f \n \r \t short
-// forms, other control characters as \u00XX with lowercase hex; "/", DEL,
-// U+2028/U+2029 and all other non-ASCII bytes are copied as they are.
-void append_json_string(std::string& out, std::string_view s);
-// The same in two steps: the literal's exact length, then the literal written
-// at `out` (returns the end).
-std::size_t json_string_size(std::string_view s);
-char* write_json_string(char* out, std::string_view s);
+// The JSON string escaper (common/json_string.hpp), under the names this
+// layer has always used.
+using mailroom::append_json_string;
+using mailroom::json_string_size;
+using mailroom::write_json_string;
 
 // Ruby's Float#to_s: the shortest digits that round-trip, fixed notation when
 // the decimal point falls within the digits or up to 15 places after them

@@ -231,13 +231,8 @@ asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, duratio
   co_return n;
 }
 
-asio::awaitable<error_code> stream::write_all(asio::const_buffer buf, duration timeout) {
-  const std::vector<asio::const_buffer> bufs{buf};
-  co_return co_await write_all(bufs, timeout);
-}
-
-asio::awaitable<error_code> stream::write_all(const std::vector<asio::const_buffer>& bufs,
-                                              duration timeout) {
+template <typename Buffers>
+asio::awaitable<error_code> stream::write_buffers(const Buffers& bufs, duration timeout) {
   error_code ec;
   watchdog wd(write_deadline_, timeout);
   if (tls_) {
@@ -252,6 +247,15 @@ asio::awaitable<error_code> stream::write_all(const std::vector<asio::const_buff
       ec = make_error_code(errc::closed);
   }
   co_return ec;
+}
+
+asio::awaitable<error_code> stream::write_all(asio::const_buffer buf, duration timeout) {
+  co_return co_await write_buffers(buf, timeout);
+}
+
+asio::awaitable<error_code> stream::write_all(const std::vector<asio::const_buffer>& bufs,
+                                              duration timeout) {
+  co_return co_await write_buffers(bufs, timeout);
 }
 
 void stream::close() {

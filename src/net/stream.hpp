@@ -92,6 +92,9 @@ class stream {
 
  private:
   class watchdog;
+  // Both write_all()s: one buffer, or a sequence written with writev.
+  template <typename Buffers>
+  asio::awaitable<error_code> write_buffers(const Buffers& bufs, duration timeout);
   struct deadline {
     explicit deadline(asio::any_io_executor ex);
     asio::steady_timer timer;

@@ -528,6 +528,9 @@ asio::awaitable<boost::system::result<std::vector<reply>>> client::state::submit
 
 asio::awaitable<boost::system::result<reply>> client::command_encoded(std::string encoded) {
   std::shared_ptr<state> s = state_;
+  // No command, no reply: the caller would wait forever.
+  if (encoded.empty())
+    co_return error_code(boost::system::errc::invalid_argument, boost::system::generic_category());
   auto req = std::make_shared<request>(s->ex, 1);
   s->outbox.push_back(std::move(encoded));
   auto r = co_await s->submit(s, std::move(req));
