@@ -23,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -45,6 +46,11 @@ namespace {
 std::size_t batch_size_for(config::delivery_method m) {
   return m == config::delivery_method::postback ? 20 : 500;
 }
+
+// Webhook requests run on this many threads. A mailbox sends no more than that
+// at once, so that after a failed request the ones not yet sent can be held
+// back (at most this many requests per pass reach a failing target).
+constexpr std::size_t http_threads = 4;
 
 // One client per distinct Redis target, shared by every mailbox that uses it.
 class redis_pool {
@@ -112,7 +118,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
                                                                   redis.get(mb.sidekiq.redis), log);
         break;
       case config::delivery_method::postback:
-        if (!http) http = std::make_unique<delivery::http_client>();
+        if (!http) http = std::make_unique<delivery::http_client>(http_threads);
         deliverer = std::make_shared<delivery::postback_deliverer>(mb.postback, *http, log);
         break;
       case config::delivery_method::logger:
@@ -124,8 +130,14 @@ int run_service(const config::config& cfg, const run_options& opts) {
     }
     std::shared_ptr<arbitration::arbitrator> arbitrator;
     if (mb.arbitration == config::arbitration_method::redis) {
+      // The previous version's keys left out the server: they cannot tell
+      // this mailbox from the same account and folder on another server.
+      const bool unambiguous = std::none_of(
+          cfg.mailboxes.begin(), cfg.mailboxes.end(), [&](const config::mailbox& other) {
+            return &other != &mb && other.email == mb.email && other.name == mb.name;
+          });
       arbitrator = std::make_shared<arbitration::redis_arbitrator>(
-          mb.arbitration_opts, redis.get(mb.arbitration_opts.redis));
+          mb.arbitration_opts, redis.get(mb.arbitration_opts.redis), unambiguous);
     } else {
       arbitrator = std::make_shared<arbitration::noop_arbitrator>();
     }
@@ -139,6 +151,8 @@ int run_service(const config::config& cfg, const run_options& opts) {
     wopts.imap.parser_limits.max_response_literal_bytes = static_cast<std::size_t>(2 * literal_cap);
     wopts.fetch_bytes = std::max<std::uint64_t>(wopts.fetch_bytes, mb.max_message_size);
     wopts.fetch_batch = batch_size_for(mb.delivery);
+    if (mb.delivery == config::delivery_method::postback)
+      wopts.max_deliveries_in_flight = http_threads;
     watchers.push_back(std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer),
                                                           std::move(arbitrator), log, wopts));
   }

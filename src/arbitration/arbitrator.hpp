@@ -13,6 +13,10 @@ namespace mailroom::arbitration {
 struct claim_request {
   std::string mailbox_email;
   std::string mailbox_name;
+  // config::mailbox::server(): "host:port". UIDVALIDITY is not unique across
+  // servers (Cyrus gives folders created in the same second the same value),
+  // so the same account and folder on two servers are two mailboxes.
+  std::string server;
   std::uint32_t uidvalidity = 0;
   std::uint32_t uid = 0;
 };

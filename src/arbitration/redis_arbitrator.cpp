@@ -17,8 +17,16 @@ std::string arbitration_key(const config::arbitration_options& opts, const claim
     case config::arbitration_key_format::scoped:
       break;
   }
-  // A UID names a message only within one folder of one account and one
-  // UIDVALIDITY (RFC 3501 §2.3.1.1), so all of them go into the key.
+  // A UID names a message only within one folder of one account on one
+  // server and one UIDVALIDITY (RFC 3501 §2.3.1.1), so all of them go into
+  // the key.
+  return opts.redis.key(fmt::format("delivered:{}/{}@{}:{}:{}", r.mailbox_email,
+                                    config::canonical_folder(r.mailbox_name), r.server,
+                                    r.uidvalidity, r.uid));
+}
+
+std::string unscoped_arbitration_key(const config::arbitration_options& opts,
+                                     const claim_request& r) {
   return opts.redis.key(
       fmt::format("delivered:{}:{}:{}:{}", r.mailbox_email, r.mailbox_name, r.uidvalidity, r.uid));
 }
@@ -35,8 +43,37 @@ std::string instance_name() {
 }  // namespace
 
 redis_arbitrator::redis_arbitrator(config::arbitration_options opts,
-                                   std::shared_ptr<redis::client> client)
-    : opts_(std::move(opts)), client_(std::move(client)), claim_value_(instance_name()) {}
+                                   std::shared_ptr<redis::client> client, bool honour_unscoped_keys)
+    : opts_(std::move(opts)),
+      client_(std::move(client)),
+      claim_value_(instance_name()),
+      honour_unscoped_keys_(honour_unscoped_keys &&
+                            opts_.key_format == config::arbitration_key_format::scoped),
+      // Keys of a previous version were written before this process started;
+      // the longest of them lives `expiration` (a delivered record) or
+      // claim_ttl (a claim).
+      unscoped_keys_until_(std::chrono::steady_clock::now() +
+                           std::max(opts_.expiration, opts_.claim_ttl)) {}
+
+bool redis_arbitrator::unscoped_keys_may_exist() const {
+  return honour_unscoped_keys_ && std::chrono::steady_clock::now() < unscoped_keys_until_;
+}
+
+boost::asio::awaitable<claim_result> redis_arbitrator::existing(const std::string& key,
+                                                                std::string& error_detail) {
+  std::vector<std::string> get{"GET", key};
+  auto value = co_await client_->command(std::move(get));
+  if (!value.has_value()) {
+    error_detail = fmt::format("GET {} on {}: {} ({})", key, client_->describe(),
+                               value.error().message(), client_->last_error());
+    co_return claim_result::unavailable;
+  }
+  if (value->is_null()) co_return claim_result::granted;  // no such key
+  if (value->k == redis::reply::kind::bulk && value->str.starts_with("delivered:"))
+    co_return claim_result::delivered;
+  // Another claim, or mail_room's "1".
+  co_return claim_result::taken;
+}
 
 boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request& r,
                                                              std::string& error_detail) {
@@ -51,20 +88,29 @@ boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request
                                reply.error().message(), client_->last_error());
     co_return claim_result::unavailable;
   }
-  if (reply->is_simple("OK")) co_return claim_result::granted;
-  if (!reply->is_null()) {
+  if (!reply->is_null() && !reply->is_simple("OK")) {
     error_detail =
         fmt::format("SET {} NX on {}: {}", key, client_->describe(), redis::to_string(*reply));
     co_return claim_result::unavailable;
   }
-  // The key exists: a claim in progress, or a finished delivery whose
-  // instance did not flag the message (it died, or it is about to).
-  std::vector<std::string> get{"GET", key};
-  auto value = co_await client_->command(std::move(get));
-  if (value.has_value() && value->k == redis::reply::kind::bulk &&
-      value->str.starts_with("delivered:"))
-    co_return claim_result::delivered;
-  co_return claim_result::taken;
+  if (reply->is_null()) {
+    // The key exists: a claim in progress, or a finished delivery whose
+    // instance did not flag the message (it died, or it is about to). If it
+    // expired between the SET and the GET, it is looked at again next pass.
+    const claim_result seen = co_await existing(key, error_detail);
+    co_return seen == claim_result::granted ? claim_result::taken : seen;
+  }
+  if (!unscoped_keys_may_exist()) co_return claim_result::granted;
+
+  // Granted under the new key; the previous version may have claimed or
+  // delivered the message under its key, without the server.
+  claim_result result = co_await existing(unscoped_arbitration_key(opts_, r), error_detail);
+  if (result != claim_result::granted) {
+    // Not ours after all: give the new key back.
+    std::vector<std::string> del{"DEL", key};
+    co_await client_->command(std::move(del));
+  }
+  co_return result;
 }
 
 boost::asio::awaitable<void> redis_arbitrator::mark_delivered(const claim_request& r,

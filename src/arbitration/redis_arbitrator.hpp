@@ -18,6 +18,7 @@
 #include "config/model.hpp"
 #include "redis/client.hpp"
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -26,18 +27,35 @@ namespace mailroom::arbitration {
 // The claim key for `r`:
 //   mail_room format: "<ns>:delivered:<uid>", exactly mail_room's key (mailboxes
 //                     sharing the namespace block each other on equal UIDs);
-//   scoped (default): "<ns>:delivered:<email>:<mailbox>:<uidvalidity>:<uid>".
+//   scoped (default): "<ns>:delivered:<email>/<folder>@<host>:<port>:<uidvalidity>:<uid>",
+//                     the folder as config::canonical_folder() gives it.
 // The operator CLI uses it to inspect and clear claims.
 std::string arbitration_key(const config::arbitration_options& opts, const claim_request& r);
 
+// The scoped key as versions before the server was part of it wrote it:
+// "<ns>:delivered:<email>:<mailbox>:<uidvalidity>:<uid>". Those keys are
+// honoured until they have expired (see redis_arbitrator), so that an upgrade
+// does not deliver again what the previous version delivered.
+std::string unscoped_arbitration_key(const config::arbitration_options& opts,
+                                     const claim_request& r);
+
 class redis_arbitrator : public arbitrator {
  public:
-  redis_arbitrator(config::arbitration_options opts, std::shared_ptr<redis::client> client);
+  // With `honour_unscoped_keys` (scoped format only), a claim also looks at
+  // the key the previous version wrote for the message, for as long as such a
+  // key can still exist: max(expiration, claim_ttl) after this object was
+  // made. A "delivered:" value there means delivered, any other value (a
+  // claim in progress) means taken. Pass false for a mailbox whose email and
+  // folder are configured on another server too: the old key cannot tell the
+  // two apart.
+  redis_arbitrator(config::arbitration_options opts, std::shared_ptr<redis::client> client,
+                   bool honour_unscoped_keys = true);
 
   const char* class_name() const override { return "MailRoom::Arbitration::Redis"; }
 
-  // granted on +OK, taken on a null reply (the key exists), unavailable on an
-  // error reply, a lost connection or a timeout (with `error_detail` set).
+  // granted on +OK, taken or delivered on a null reply (the key exists; its
+  // value decides), unavailable on an error reply, a lost connection or a
+  // timeout (with `error_detail` set).
   boost::asio::awaitable<claim_result> claim(const claim_request& r,
                                              std::string& error_detail) override;
 
@@ -53,9 +71,16 @@ class redis_arbitrator : public arbitrator {
   const std::string& claim_value() const { return claim_value_; }
 
  private:
+  // GET `key`: granted when absent, delivered for "delivered:...", taken for
+  // any other value, unavailable when Redis did not answer.
+  boost::asio::awaitable<claim_result> existing(const std::string& key, std::string& error_detail);
+  bool unscoped_keys_may_exist() const;
+
   config::arbitration_options opts_;
   std::shared_ptr<redis::client> client_;
   std::string claim_value_;
+  bool honour_unscoped_keys_;
+  std::chrono::steady_clock::time_point unscoped_keys_until_;
 };
 
 }  // namespace mailroom::arbitration

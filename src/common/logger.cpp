@@ -45,6 +45,7 @@ std::string iso8601_now() {
 // lines from several mailboxes never interleave mid-line.
 struct logger::sink {
   std::FILE* file = nullptr;
+  std::function<void(const std::string&)> function;  // instead of a file
   bool owned = false;
   std::mutex mutex;
   ~sink() {
@@ -103,6 +104,12 @@ std::shared_ptr<logger> logger::to_file(const std::string& path, std::string& er
   return std::shared_ptr<logger>(new logger(s));
 }
 
+std::shared_ptr<logger> logger::to_function(std::function<void(const std::string&)> fn) {
+  auto s = std::make_shared<sink>();
+  s->function = std::move(fn);
+  return std::shared_ptr<logger>(new logger(s));
+}
+
 void logger::write(severity s, const fields& f) {
   if (!sink_ || s < min_) return;
   // {"severity":..,"time":.., then the caller's fields in their order}. The
@@ -128,8 +135,12 @@ void logger::write(severity s, const fields& f) {
     text += f.dump(-1, ' ', false, handler);
     text += '}';
   }
-  text.push_back('\n');
   std::lock_guard lock(sink_->mutex);
+  if (sink_->function) {
+    sink_->function(text);
+    return;
+  }
+  text.push_back('\n');
   std::fwrite(text.data(), 1, text.size(), sink_->file);
   std::fflush(sink_->file);
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +27,9 @@ class logger {
   // Appends to `path`, creating it. Loggers opened on the same path share one file.
   // Returns nullptr and sets `error` when the file cannot be opened.
   static std::shared_ptr<logger> to_file(const std::string& path, std::string& error);
+  // Hands each line (JSON, without the newline) to `fn`, under the logger's
+  // lock: for tests that wait for a line instead of sleeping.
+  static std::shared_ptr<logger> to_function(std::function<void(const std::string& line)> fn);
 
   ~logger();
   logger(const logger&) = delete;
@@ -33,6 +37,7 @@ class logger {
 
   // `f` must be an object; severity and time are put first.
   void write(severity s, const fields& f);
+  void debug(const fields& f) { write(severity::debug, f); }
   void info(const fields& f) { write(severity::info, f); }
   void warn(const fields& f) { write(severity::warn, f); }
   void error(const fields& f) { write(severity::error, f); }

@@ -13,7 +13,7 @@ struct mail_message {
   std::uint32_t uid = 0;
   std::string body;  // the raw RFC 5322 bytes as the server sent them
   // Stable identity of this message in this folder (delivery::stable_jid of
-  // email, name, UIDVALIDITY and UID): the Sidekiq jid, the webhook's
+  // server, email, name, UIDVALIDITY and UID): the Sidekiq jid, the webhook's
   // Idempotency-Key and the arbitration record, equal on every redelivery.
   std::string id;
 };

@@ -155,7 +155,7 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
     const auto longest = std::chrono::duration_cast<std::chrono::seconds>(
         mb.postback.connect_timeout + mb.postback.response_timeout);
     if (longest >= mb.arbitration_opts.claim_ttl) {
-      ctx.mailbox = mb.label();
+      ctx.mailbox = mb.config_label();
       ctx.warning(mb.where.line, "arbitration_options.claim_ttl",
                   fmt::format("{} s is not above the webhook's connect + response timeout ({} s): "
                               "a slow delivery could be repeated by another instance",
@@ -173,7 +173,7 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
         ctx.warning(e != nullptr ? e->line : 0, "health_check.stuck_after",
                     fmt::format("{} s is not above idle_check_interval + command_timeout of "
                                 "mailbox {} ({} s): /liveness may fail while it idles",
-                                cfg.health.stuck_after.count(), mb.label(), quiet.count()));
+                                cfg.health.stuck_after.count(), mb.config_label(), quiet.count()));
         break;
       }
     }

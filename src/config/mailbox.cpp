@@ -73,7 +73,14 @@ void read_imap_fields(map_view& m, mailbox& mb) {
   read_port(m, "port", mb.port, null_means::error);
   read_tls(m, "ssl", mb.ssl, null_means::error);
   read_bool(m, "start_tls", mb.start_tls, null_means::error);
-  if (mb.ssl.enabled && mb.start_tls) {
+  const auto* ssl_entry = m.get("ssl");
+  if (mb.start_tls && ssl_entry != nullptr && ssl_entry->value.IsMap()) {
+    // ours: `ssl: {ca_file: ...}` with `start_tls: true` is STARTTLS with
+    // these TLS settings (a private CA, say). mail_room cannot combine the
+    // two at all (it would try implicit TLS and fail), so no working
+    // mail_room configuration means anything else by it.
+    mb.ssl.enabled = false;
+  } else if (mb.ssl.enabled && mb.start_tls) {
     ctx.warning(m.get("start_tls")->line, "start_tls",
                 "is true while ssl is enabled: STARTTLS inside TLS is rejected by servers; "
                 "use ssl: false with start_tls: true (port 143), or ssl alone (port 993)");
@@ -214,8 +221,8 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
     if ((k == "email" || k == ":email") && mb.email.empty()) mb.email = value.Scalar();
     if ((k == "name" || k == ":name") && mb.name.empty()) mb.name = value.Scalar();
   }
-  ctx.mailbox =
-      !mb.email.empty() && !mb.name.empty() ? mb.label() : fmt::format("mailboxes[{}]", index);
+  ctx.mailbox = !mb.email.empty() && !mb.name.empty() ? mb.config_label()
+                                                      : fmt::format("mailboxes[{}]", index);
   map_view m(ctx, node, "");
   mb.where = {ctx.file(), m.line()};
 

@@ -165,9 +165,37 @@ struct mailbox {
   std::string oversize_folder;
   permanent_error_policy on_permanent_error = permanent_error_policy::exit_at_startup;
 
-  // "email/name", how a mailbox is named in messages.
-  std::string label() const { return email + "/" + name; }
+  // The IMAP server as part of a mailbox's identity: "host:port", the host in
+  // lower case (DNS names are case-insensitive), an IPv6 address in brackets.
+  // UIDs and UIDVALIDITY are only unique within one server (RFC 3501
+  // §2.3.1.1), so every name of a mailbox includes it.
+  std::string server() const {
+    std::string h = host;
+    for (char& c : h)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (h.find(':') != std::string::npos) h = "[" + h + "]";
+    return h + ":" + std::to_string(port);
+  }
+  // "email/name@host:port": names one configured mailbox in metrics,
+  // /readiness, --mailbox and the operator commands' output. Unique within a
+  // configuration: two entries with the same identity are a config error.
+  std::string label() const { return email + "/" + name + "@" + server(); }
+  // "email/name" as the configuration writes it (configuration diagnostics,
+  // which carry the file line as well).
+  std::string config_label() const { return email + "/" + name; }
 };
+
+// The folder as part of a mailbox's identity: "INBOX" in any case is the
+// same folder (RFC 3501 §5.1); other names are case-sensitive.
+inline std::string canonical_folder(const std::string& name) {
+  if (name.size() == 5) {
+    std::string upper = name;
+    for (char& c : upper)
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (upper == "INBOX") return upper;
+  }
+  return name;
+}
 
 struct health_check {
   bool enabled = false;  // present in the file

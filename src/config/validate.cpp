@@ -135,17 +135,22 @@ void check_jwt_secret(map_view& opts, const map_view::entry& path_entry, const s
 }
 
 void check_mailboxes(context& ctx, const std::vector<mailbox>& mailboxes) {
+  // Two entries for the same folder of the same account on the same server
+  // would compete for every message and share one arbitration key, one job id
+  // and one metrics series per message: the configuration must say which one
+  // it means. The same account and folder on two servers are two mailboxes.
   for (std::size_t i = 0; i < mailboxes.size(); ++i) {
+    const auto& b = mailboxes[i];
+    if (b.email.empty() || b.name.empty()) continue;
     for (std::size_t j = 0; j < i; ++j) {
       const auto& a = mailboxes[j];
-      const auto& b = mailboxes[i];
-      if (a.email == b.email && a.name == b.name && a.host == b.host && a.port == b.port &&
-          !a.email.empty() && !a.name.empty()) {
-        ctx.mailbox = b.label();
-        ctx.warning(b.where.line, "",
-                    fmt::format("the same folder is also watched by the mailbox at line {}: "
-                                "both watchers compete for every message",
-                                a.where.line));
+      if (a.email == b.email && canonical_folder(a.name) == canonical_folder(b.name) &&
+          a.server() == b.server()) {
+        ctx.mailbox = b.config_label();
+        ctx.error(b.where.line, "",
+                  fmt::format("the same folder on {} is already configured at line {}; "
+                              "each mailbox (email, name, host, port) may appear once",
+                              b.server(), a.where.line));
         break;
       }
     }

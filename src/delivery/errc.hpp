@@ -10,8 +10,7 @@ enum class errc {
   target_unavailable = 1,  // retriable: connection refused/reset, Redis down
   timed_out,               // retriable: no answer in time
   rejected,                // retriable later: the target answered but did not accept (HTTP non-2xx)
-  bad_message,             // not retriable as is: cannot be encoded for the target
-  misconfigured,           // not retriable: e.g. unreadable JWT secret
+  misconfigured = 5,       // not retriable: e.g. unreadable JWT secret
 };
 const boost::system::error_category& delivery_category();
 inline boost::system::error_code make_error_code(errc e) {

@@ -17,8 +17,6 @@ class category final : public boost::system::error_category {
         return "delivery timed out";
       case errc::rejected:
         return "delivery rejected by the target";
-      case errc::bad_message:
-        return "message cannot be encoded for the delivery target";
       case errc::misconfigured:
         return "delivery misconfigured";
     }

@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <mutex>
 
@@ -126,6 +127,11 @@ http_client::outcome http_client::run(const http_request& req) {
   if (stopping_.load(std::memory_order_relaxed)) {
     return fail(errc::target_unavailable, "HTTP client shutting down");
   }
+  std::vector<std::pair<std::string, std::string>> prepared;
+  if (req.prepare) {
+    std::string error;
+    if (!req.prepare(prepared, error)) return fail(errc::misconfigured, std::move(error));
+  }
 
   std::unique_ptr<CURL, easy_closer> easy(curl_easy_init());
   if (!easy) return fail(errc::target_unavailable, "curl_easy_init failed");
@@ -133,7 +139,10 @@ http_client::outcome http_client::run(const http_request& req) {
 
   std::unique_ptr<curl_slist, slist_closer> headers;
   bool caller_expect = false;
-  for (const auto& [name, value] : req.headers) {
+  std::vector<std::pair<std::string, std::string>> all_headers = req.headers;
+  all_headers.insert(all_headers.end(), std::make_move_iterator(prepared.begin()),
+                     std::make_move_iterator(prepared.end()));
+  for (const auto& [name, value] : all_headers) {
     if (name.empty() || has_forbidden_char(name) || has_forbidden_char(value) ||
         name.find(':') != std::string::npos) {
       return fail(errc::misconfigured,

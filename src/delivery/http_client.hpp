@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,12 @@ struct http_request {
   // verify_peer, ca_file and ca_path apply to https URLs; `enabled` is not
   // consulted: the URL's scheme decides.
   config::tls_options tls;
+  // Runs on the pool just before the request is sent, so it may block (the
+  // postback reads its JWT secret file here, off the event loop). It may add
+  // headers; false (with a reason in `error`) fails the request as
+  // errc::misconfigured without sending it.
+  std::function<bool(std::vector<std::pair<std::string, std::string>>& headers, std::string& error)>
+      prepare;
 };
 
 struct http_response {

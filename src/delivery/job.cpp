@@ -29,10 +29,13 @@ std::string make_jid() {
   return out;
 }
 
-std::string stable_jid(std::string_view email, std::string_view folder, std::uint32_t uidvalidity,
-                       std::uint32_t uid) {
-  // NUL-separated: no account or folder name can make two tuples collide.
-  std::string input = "mailroom-message-v1";
+std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
+                       std::uint32_t uidvalidity, std::uint32_t uid) {
+  // NUL-separated: no server, account or folder name can make two tuples
+  // collide. v1 had no server.
+  std::string input = "mailroom-message-v2";
+  input += '\0';
+  input += server;
   input += '\0';
   input += email;
   input += '\0';

@@ -20,12 +20,15 @@ std::string make_jid();
 
 // The job id of a message: 24 lowercase hex characters (the shape of
 // SecureRandom.hex(12), so nothing downstream notices) taken from the SHA-256
-// of the account, folder, UIDVALIDITY and UID. A UID names one message for as
-// long as the folder keeps its UIDVALIDITY (RFC 3501 §2.3.1.1), so a message
-// delivered twice (after a crash between the target's acknowledgement and
-// the \Seen flag) carries the same jid both times and a consumer can drop it.
-std::string stable_jid(std::string_view email, std::string_view folder, std::uint32_t uidvalidity,
-                       std::uint32_t uid);
+// of the server ("host:port"), account, folder, UIDVALIDITY and UID. A UID
+// names one message for as long as the folder keeps its UIDVALIDITY (RFC 3501
+// §2.3.1.1), and only on its server, so a message delivered twice (after a
+// crash between the target's acknowledgement and the \Seen flag) carries the
+// same jid both times and a consumer can drop it, while the same account and
+// folder on another server never shares it. Pass the folder as
+// config::canonical_folder() gives it.
+std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
+                       std::uint32_t uidvalidity, std::uint32_t uid);
 
 // {"class":"<worker>","args":["<utf8_body>"],"queue":"<queue>","jid":"<jid>","retry":false,"enqueued_at":<float>}
 // Compact, keys in this order. `utf8_body` (and the other strings) MUST be valid

@@ -27,6 +27,29 @@ std::string url_without_userinfo(const std::string& url) {
   return url.substr(0, authority) + url.substr(at + 1);
 }
 
+std::string answer_excerpt(std::string_view body) {
+  // A log line, not the page: printable ASCII, whitespace runs folded, at
+  // most 200 characters.
+  constexpr std::size_t max_chars = 200;
+  std::string out;
+  bool space = false;
+  for (const char ch : body) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      space = !out.empty();
+      continue;
+    }
+    if (out.size() >= max_chars) {
+      out += "...";
+      break;
+    }
+    if (space) out += ' ';
+    space = false;
+    out += (c >= 0x21 && c < 0x7f) ? static_cast<char>(c) : '?';
+  }
+  return out.empty() ? out : ": " + out;
+}
+
 postback_deliverer::postback_deliverer(const config::postback_options& options, http_client& client,
                                        std::shared_ptr<log::logger> logger)
     : options_(options),
@@ -47,25 +70,28 @@ boost::asio::awaitable<result> postback_deliverer::deliver(const mail_message& m
     headers.emplace_back("Authorization", "Basic " + base64_encode(options_.username + ":" +
                                                                    options_.password.reveal()));
   }
+  http_request req;
   if (options_.jwt_enabled()) {
-    std::string detail;
-    // Blocking read of a tiny local file, like the logger's appends: acceptable
-    // on the loop, and re-reading per message picks up a rotated secret.
-    auto key = load_jwt_key(options_.jwt_secret_path, detail);
-    if (!key) co_return result{key.error(), std::move(detail)};
-    const auto iat = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
-    headers.emplace_back(options_.jwt_auth_header,
-                         make_jwt(*key, options_.jwt_issuer, iat, make_jid()));
-    OPENSSL_cleanse(key->data(), key->size());
+    // The secret file is read on the HTTP pool, not on the event loop, and
+    // for every message, so that a rotated secret applies at once.
+    req.prepare = [path = options_.jwt_secret_path, issuer = options_.jwt_issuer,
+                   header = options_.jwt_auth_header](
+                      std::vector<std::pair<std::string, std::string>>& extra, std::string& error) {
+      auto key = load_jwt_key(path, error);
+      if (!key) return false;
+      const auto iat = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+      extra.emplace_back(header, make_jwt(*key, issuer, iat, make_jid()));
+      OPENSSL_cleanse(key->data(), key->size());
+      return true;
+    };
   }
   // The same key on every redelivery of this message (RFC draft
   // "The Idempotency-Key HTTP Header Field"), for receivers that dedupe.
   if (!m.id.empty()) headers.emplace_back("Idempotency-Key", m.id);
   headers.emplace_back("User-Agent", "mailroom/" MAILROOM_VERSION);
 
-  http_request req;
   req.method = "POST";
   req.url = options_.url;
   req.headers = std::move(headers);
@@ -79,13 +105,17 @@ boost::asio::awaitable<result> postback_deliverer::deliver(const mail_message& m
   if (!response) co_return result{response.error(), std::move(detail)};
 
   const long status = response->status;
+  if (status < 200 || status > 299) {
+    // Not delivered: the watcher logs "delivery failed" with this detail
+    // (the status and the start of the target's answer, which says why).
+    co_return result{make_error_code(errc::rejected),
+                     "HTTP " + std::to_string(status) + answer_excerpt(response->body)};
+  }
+  // mail_room logs this line for every answer; we only for a delivered message.
   logger_->info(log::fields{{"delivery_method", "Postback"},
                             {"action", "message pushed"},
                             {"url", url_for_log_},
                             {"status_code", status}});
-  if (status < 200 || status > 299) {
-    co_return result{make_error_code(errc::rejected), "HTTP " + std::to_string(status)};
-  }
   co_return result{};
 }
 

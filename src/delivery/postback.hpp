@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace mailroom::delivery {
 
@@ -16,12 +17,15 @@ namespace mailroom::delivery {
 //   Content-Type: <content_type> (default application/x-www-form-urlencoded, as Faraday)
 //   Authorization: Token <token>  or  Basic base64(user:pass)  (token wins)
 //   <jwt_auth_header>: <HS256 JWT>  when jwt_enabled(); the secret file is
-//                                   re-read for every message so that a rotated secret applies
+//                                   re-read for every message (on the HTTP pool,
+//                                   never on the event loop) so that a rotated
+//                                   secret applies
 //   User-Agent: mailroom/<version>
 // Unlike mail_room, which deletes the message whatever the answer, only 2xx
-// counts as delivered: other statuses are errc::rejected ("HTTP <status>"),
-// transport failures target_unavailable / timed_out, an unusable JWT secret
-// misconfigured. Every HTTP answer is logged as mail_room does:
+// counts as delivered: other statuses are errc::rejected ("HTTP <status>: <the
+// start of the answer>"), transport failures target_unavailable / timed_out, an
+// unusable JWT secret misconfigured. A delivered message is logged as mail_room
+// logs every answer:
 // {"delivery_method":"Postback","action":"message pushed","url":...,"status_code":...}
 // with the URL's user info removed.
 class postback_deliverer : public deliverer {
@@ -41,5 +45,9 @@ class postback_deliverer : public deliverer {
 
 // `url` without "user:password@" in its authority, for logs.
 std::string url_without_userinfo(const std::string& url);
+
+// ": <the start of an HTTP answer>" for a log line (printable ASCII, spaces
+// folded, at most 200 characters), or "" for an empty answer.
+std::string answer_excerpt(std::string_view body);
 
 }  // namespace mailroom::delivery

@@ -108,7 +108,7 @@ asio::awaitable<error_code> client::flush() {
 }
 
 asio::awaitable<boost::system::result<session::event>> client::next_event(
-    std::chrono::seconds timeout) {
+    std::chrono::milliseconds timeout) {
   for (;;) {
     auto ev = session_.next_event();
     if (!ev) {
@@ -411,7 +411,8 @@ void client::interrupt_idle() {
   send_done();
 }
 
-asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::seconds timeout) {
+asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::milliseconds timeout,
+                                                              bool wake_on_new_mail) {
   interrupted_ = false;
   if (!has_capability("IDLE")) {
     // No IDLE: poll every `timeout` (mail_room requires IDLE; we degrade).
@@ -441,7 +442,7 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::secon
   idle_timer_->async_wait([this, alive = alive_](error_code ec) {
     if (!ec && *alive) send_done();
   });
-  if (new_mail_hint_) {
+  if (new_mail_hint_ && wake_on_new_mail) {
     end = idle_end::new_mail;
     send_done();
   }
@@ -461,7 +462,7 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::secon
     }
     if (ev->k == session::event::kind::untagged) {
       note_untagged(ev->resp);
-      if (ev->resp.keyword == "EXISTS") {
+      if (ev->resp.keyword == "EXISTS" && wake_on_new_mail) {
         // RFC 2177: end IDLE as soon as new mail is announced.
         if (!done_sent_) end = idle_end::new_mail;
         send_done();
@@ -479,7 +480,8 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::secon
   }
   idle_timer_->cancel();
   idling_ = false;
-  new_mail_hint_ = false;
+  // Handled by this IDLE's end, or (not waking) left for the next pass.
+  if (wake_on_new_mail) new_mail_hint_ = false;
   co_return outcome;
 }
 

@@ -97,8 +97,12 @@ class client {
   boost::asio::awaitable<boost::system::error_code> expunge(const std::vector<std::uint32_t>& uids);
 
   // IDLE (RFC 2177) until an EXISTS arrives, `timeout` passes, or
-  // interrupt_idle() is called; then DONE and wait for the tagged OK.
-  boost::asio::awaitable<boost::system::result<idle_end>> idle(std::chrono::seconds timeout);
+  // interrupt_idle() is called; then DONE and wait for the tagged OK. With
+  // `wake_on_new_mail` false, an EXISTS does not end it (it is remembered for
+  // take_new_mail_hint()): for waiting out a backoff while the session stays
+  // alive.
+  boost::asio::awaitable<boost::system::result<idle_end>> idle(std::chrono::milliseconds timeout,
+                                                               bool wake_on_new_mail = true);
   void interrupt_idle();
 
   // LOGOUT with a short timeout, then close. Best effort.
@@ -145,7 +149,7 @@ class client {
 
   boost::asio::awaitable<boost::system::error_code> flush();
   boost::asio::awaitable<boost::system::result<session::event>> next_event(
-      std::chrono::seconds timeout);
+      std::chrono::milliseconds timeout);
   void send_done();
   // g++ 12 mishandles class-type temporaries inside co_await expressions
   // (they can be destroyed twice): callers pass named objects only.

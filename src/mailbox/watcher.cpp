@@ -68,9 +68,32 @@ watcher::batch_deliveries::batch_deliveries(asio::any_io_executor ex)
 
 void watcher::batch_deliveries::finished(const delivery_slot& slot) {
   held_bytes -= slot.bytes;
-  if (slot.error || (!slot.outcome.ok() && slot.outcome.ec != delivery::errc::bad_message))
-    target_failed = true;
+  if (slot.error || (!slot.skipped && !slot.outcome.ok())) target_failed = true;
   if (--pending == 0) wake.cancel();
+}
+
+watcher::delivery_gate::delivery_gate(asio::any_io_executor ex, std::size_t max_running)
+    : executor(ex), limit(std::max<std::size_t>(max_running, 1)) {}
+
+asio::awaitable<void> watcher::delivery_gate::acquire() {
+  if (running < limit && waiting.empty()) {
+    ++running;
+    co_return;
+  }
+  // Woken by release(), which hands its place over (running stays the same).
+  auto t = std::make_shared<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
+  waiting.push_back(t);
+  error_code ec;
+  co_await t->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+void watcher::delivery_gate::release() {
+  if (waiting.empty()) {
+    --running;
+    return;
+  }
+  waiting.front()->cancel();
+  waiting.pop_front();
 }
 
 asio::awaitable<void> watcher::wait_all(batch_deliveries& b) {
@@ -80,23 +103,43 @@ asio::awaitable<void> watcher::wait_all(batch_deliveries& b) {
   }
 }
 
-asio::awaitable<void> watcher::deliver_one(mail_message m, delivery::result& out) {
-  out = co_await deliverer_->deliver(m);
-}  // the body is freed here, as soon as the target has answered
-
-void watcher::start_delivery(const std::shared_ptr<batch_deliveries>& batch,
-                             std::uint32_t uidvalidity, std::uint32_t uid, std::string&& body) {
-  batch_deliveries& b = *batch;
-  mail_message m{mb_.email, mb_.name, uidvalidity, uid, std::move(body), {}};
-  m.id = delivery::stable_jid(mb_.email, mb_.name, uidvalidity, uid);
+asio::awaitable<void> watcher::deliver_one(mail_message m, delivery_slot& slot,
+                                           std::shared_ptr<delivery_gate> gate) {
+  if (gate->running >= gate->limit || !gate->waiting.empty()) {
+    auto w = context_line("delivery waiting for a free slot");
+    w["uid"] = m.uid;
+    w["in_flight"] = gate->running;
+    log_->debug(w);
+  }
+  co_await gate->acquire();
+  // The target failed meanwhile: sending more now would fail the same way
+  // (and hammer a target that is down). Shutting down: only what was already
+  // sent is finished.
+  if (gate->target_failed || stopping_) {
+    slot.skipped = true;
+    gate->release();
+    co_return;
+  }
   auto f = context_line("sending to deliverer");
-  f["uid"] = uid;
+  f["uid"] = m.uid;
   f["jid"] = m.id;
   // For finding a message in the logs; the jid is what identifies a delivery.
   if (auto mid = mime::message_id(m.body)) f["message_id"] = *mid;
   f["deliverer"] = deliverer_->class_name();
   f["byte_size"] = m.body.size();
   log_->info(f);
+  slot.outcome = co_await deliverer_->deliver(m);
+  if (!slot.outcome.ok()) gate->target_failed = true;
+  gate->release();
+}  // the body is freed here, as soon as the target has answered
+
+void watcher::start_delivery(const std::shared_ptr<batch_deliveries>& batch,
+                             const std::shared_ptr<delivery_gate>& gate, std::uint32_t uidvalidity,
+                             std::uint32_t uid, std::string&& body) {
+  batch_deliveries& b = *batch;
+  mail_message m{mb_.email, mb_.name, uidvalidity, uid, std::move(body), {}};
+  m.id = delivery::stable_jid(mb_.server(), mb_.email, config::canonical_folder(mb_.name),
+                              uidvalidity, uid);
   delivery_slot& slot = b.slots.emplace_back();
   slot.uid = uid;
   slot.id = m.id;
@@ -105,9 +148,13 @@ void watcher::start_delivery(const std::shared_ptr<batch_deliveries>& batch,
   ++b.pending;
   // The completion holds the batch: its slots outlive the delivery even if
   // the pass is abandoned (an exception) before wait_all() returns.
-  asio::co_spawn(executor_, deliver_one(std::move(m), slot.outcome),
-                 [batch, &slot](std::exception_ptr e) {
-                   slot.error = e;
+  asio::co_spawn(executor_, deliver_one(std::move(m), slot, gate),
+                 [batch, gate, &slot](std::exception_ptr e) {
+                   if (e) {  // thrown by the deliverer, after acquire()
+                     slot.error = e;
+                     gate->target_failed = true;
+                     gate->release();
+                   }
                    batch->finished(slot);
                  });
 }
@@ -121,7 +168,8 @@ watcher::watcher(asio::any_io_executor ex, const config::mailbox& mb,
       deliverer_(std::move(deliverer)),
       arbitrator_(std::move(arbitrator)),
       log_(std::move(log)),
-      opts_(opts) {}
+      opts_(opts),
+      retry_(opts.retry_min, opts.retry_max) {}
 
 log::fields watcher::context_line(const char* action) const {
   log::fields f;
@@ -241,32 +289,54 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
   if (auto e = co_await expunge_leftovers(c)) co_return e;
 
   while (!stopping_) {
+    // A failed delivery target gets its backoff, also across reconnects and
+    // whatever mail arrives meanwhile.
+    if (retry_.backing_off(std::chrono::steady_clock::now())) {
+      if (auto e = co_await wait_to_retry(c)) co_return e;
+      continue;
+    }
     const pass_result pass = co_await process_mailbox(c);
     if (pass.bytes_fetched >= allocator::release_after_bytes) allocator::release_free_memory();
+    retry_.pass_ended(std::chrono::steady_clock::now(), pass.delivery_failed, pass.delivered > 0,
+                      std::chrono::seconds(mb_.idle_timeout));
     if (pass.ec) co_return pass.ec;
     progress();
     if (stopping_) break;
+    if (retry_.backing_off(std::chrono::steady_clock::now())) continue;
     // IDLE is renewed every idle_check_interval: DONE must be answered within
     // command_timeout, which proves the server (and every hop to it) still
     // answers. TCP keepalive alone misses a peer that keeps the TCP session
     // up but stopped serving (a hung server, a stuck proxy).
-    auto wait = std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
-    if (pass.delivery_failed) {
-      retry_delay_ =
-          retry_delay_.count() == 0 ? opts_.retry_min : std::min(retry_delay_ * 2, opts_.retry_max);
-      wait = std::min(wait, std::chrono::ceil<std::chrono::seconds>(retry_delay_));
-    } else {
-      retry_delay_ = 0ms;
-    }
+    std::chrono::milliseconds wait =
+        std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
     // Messages another instance claimed are normally flagged by it soon; if it
     // died instead, they become ours once the claim expires. Look again then
     // rather than after a whole idle_timeout (no new mail would wake us).
     if (pass.claimed_elsewhere)
-      wait = std::min(wait, mb_.arbitration_opts.claim_ttl + std::chrono::seconds(1));
+      wait = std::min<std::chrono::milliseconds>(
+          wait, mb_.arbitration_opts.claim_ttl + std::chrono::seconds(1));
     // Mail announced while we were busy: look again before idling.
     if (c.take_new_mail_hint()) continue;
     log_->info(context_line("Idling"));
     auto r = co_await c.idle(wait);
+    if (!r) co_return r.error();
+    progress();
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> watcher::wait_to_retry(imap::client& c) {
+  auto f = context_line("waiting to retry delivery");
+  const auto now = std::chrono::steady_clock::now();
+  f["retry_in_ms"] =
+      std::chrono::ceil<std::chrono::milliseconds>(retry_.next_attempt() - now).count();
+  f["backoff_ms"] = retry_.delay().count();
+  log_->info(f);
+  const std::chrono::milliseconds renew =
+      std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
+  for (auto t = now; !stopping_ && retry_.backing_off(t); t = std::chrono::steady_clock::now()) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(retry_.next_attempt() - t);
+    auto r = co_await c.idle(std::min(left, renew), /*wake_on_new_mail=*/false);
     if (!r) co_return r.error();
     progress();
   }
@@ -329,13 +399,13 @@ asio::awaitable<error_code> watcher::set_aside_oversize(
 
 asio::awaitable<void> watcher::release_claim(std::uint32_t uidvalidity, std::uint32_t uid) {
   // A named request: g++ 12 may destroy a temporary in a co_await expression twice.
-  const arbitration::claim_request req{mb_.email, mb_.name, uidvalidity, uid};
+  const arbitration::claim_request req = request_for(uidvalidity, uid);
   co_await arbitrator_->release(req);
 }
 
 asio::awaitable<bool> watcher::record_delivery(std::uint32_t uidvalidity, std::uint32_t uid,
                                                std::string jid) {
-  const arbitration::claim_request req{mb_.email, mb_.name, uidvalidity, uid};
+  const arbitration::claim_request req = request_for(uidvalidity, uid);
   co_await arbitrator_->mark_delivered(req, jid);
   co_return true;
 }
@@ -343,6 +413,8 @@ asio::awaitable<bool> watcher::record_delivery(std::uint32_t uidvalidity, std::u
 asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) {
   pass_result result;
   log_->info(context_line("Processing started"));
+  // Whatever arrived before this search is found by it.
+  (void)c.take_new_mail_hint();
   auto found = co_await c.uid_search(mb_.search_command);
   if (!found) {
     result.ec = found.error();
@@ -354,6 +426,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     uids.resize(mb_.limit_max_unread);
 
   pass_state pass;
+  const auto gate = std::make_shared<delivery_gate>(executor_, opts_.max_deliveries_in_flight);
   const std::uint32_t uidvalidity = c.uidvalidity();
   // The batch fetched last, its deliveries possibly still running: it is
   // finished (recorded and flagged) after the next batch has been fetched, so
@@ -367,13 +440,15 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
   // delivery.
   std::size_t next = 0;
   while (next < uids.size() && !stopping_ && !pass.stop) {
-    // The target (or the arbitration store) already failed on the previous
-    // batch: finish it now, which ends the pass, rather than fetch more.
-    if (prev && (prev->deliveries->target_failed || prev->store_down)) {
+    // The target (or the arbitration store) already failed in this pass:
+    // finish the previous batch now, which ends the pass, rather than fetch
+    // more.
+    if (gate->target_failed || (prev && prev->store_down)) {
       if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
         result.ec = ec;
         co_return result;
       }
+      pass.stop = true;
       continue;
     }
     const std::size_t chunk_end = std::min(uids.size(), next + opts_.fetch_batch);
@@ -407,6 +482,10 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         break;
       }
       if (!fits) {
+        auto d = context_line("waiting for deliveries before fetching more");
+        d["in_flight"] = in_flight;
+        d["held_bytes"] = held;
+        log_->debug(d);
         if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
           result.ec = ec;
           co_return result;
@@ -417,11 +496,12 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     }
     // A target that refuses at once (connection refused) has usually failed
     // on the previous batch by now: then end the pass instead of fetching.
-    if (prev && prev->deliveries->target_failed) {
+    if (gate->target_failed) {
       if (auto ec = co_await finish_batch(c, prev, true, pass, result)) {
         result.ec = ec;
         co_return result;
       }
+      pass.stop = true;
       break;
     }
     const std::uint64_t budget = opts_.fetch_bytes - held;
@@ -471,7 +551,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
       f["uid"] = batch[i];
       f["arbitrator"] = arbitrator_->class_name();
       log_->info(f);
-      requests.push_back({mb_.email, mb_.name, uidvalidity, batch[i]});
+      requests.push_back(request_for(uidvalidity, batch[i]));
       claims.push_back(arbitrator_->claim(requests.back(), details[i]));
     }
     const auto answers = co_await run_all(executor_, std::move(claims));
@@ -519,7 +599,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
         if (!wanted.count(uid) || !fb.started.insert(uid).second) return;
         // Not started once stopping: released when finished, left for the next pass.
         if (stopping_) return;
-        start_delivery(fb.deliveries, uidvalidity, uid, std::move(body));
+        start_delivery(fb.deliveries, gate, uidvalidity, uid, std::move(body));
       };
       fetch_ec = co_await c.uid_fetch_bodies(cur->granted, on_body);
       result.bytes_fetched += bytes;
@@ -543,7 +623,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     result.ec = ec;
     co_return result;
   }
-  if (pass.stop) result.delivery_failed = true;
+  if (pass.stop || gate->target_failed) result.delivery_failed = true;
 
   if (mb_.expunge_deleted && !pass.deleted.empty()) {
     if (auto ec = co_await c.expunge(pass.deleted)) result.ec = ec;
@@ -567,6 +647,7 @@ asio::awaitable<error_code> watcher::finish_batch(imap::client& c,
   std::set<std::uint32_t> attempted;
   for (const auto& slot : b->deliveries->slots) {
     const auto uid = slot.uid;
+    if (slot.skipped) continue;  // never sent: released below, like the unfetched
     attempted.insert(uid);
     if (slot.outcome.ok()) {
       delivered.push_back(uid);
@@ -585,15 +666,14 @@ asio::awaitable<error_code> watcher::finish_batch(imap::client& c,
     co_await release_claim(uidvalidity, uid);
     // A failure of the target (not of this message): later batches would
     // fail the same way, so stop the pass and retry after a backoff.
-    if (res.ec != delivery::errc::bad_message) {
-      pass.stop = true;
-      target_ok_ = false;
-      last_error_ = w["error"].get<std::string>();
-    }
+    pass.stop = true;
+    target_ok_ = false;
+    last_error_ = w["error"].get<std::string>();
   }
   if (b->store_down) pass.stop = true;
   // Granted but not delivered: not returned by FETCH (expunged meanwhile),
-  // not started (stopping), or cut off by a failed FETCH.
+  // not sent (stopping, or the target failed first), or cut off by a failed
+  // FETCH.
   for (const auto uid : b->granted)
     if (!attempted.count(uid)) co_await release_claim(uidvalidity, uid);
   // Recorded before flagging: if we die in between, whoever finds the
@@ -612,6 +692,7 @@ asio::awaitable<error_code> watcher::finish_batch(imap::client& c,
   if (auto ec = co_await c.uid_store_add_flags(to_flag, flags)) co_return ec;
   progress();
   counters_.delivered += delivered.size();
+  result.delivered += delivered.size();
   counters_.already_delivered += b->already.size();
   if (mb_.delete_after_delivery)
     pass.deleted.insert(pass.deleted.end(), to_flag.begin(), to_flag.end());

@@ -13,6 +13,7 @@
 #include "config/model.hpp"
 #include "delivery/deliverer.hpp"
 #include "imap/client.hpp"
+#include "mailbox/retry_schedule.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -37,6 +38,10 @@ struct watcher_options {
   std::chrono::milliseconds reconnect_max{60000};
   std::chrono::milliseconds retry_min{2000};  // after a failed delivery
   std::chrono::milliseconds retry_max{300000};
+  // Deliveries running at once (the others wait their turn, in arrival
+  // order). A webhook's requests run on the HTTP pool's few threads; once one
+  // fails, those not yet started are not sent at all.
+  std::size_t max_deliveries_in_flight = SIZE_MAX;
 };
 
 // Where a watcher is, for health checks and tests.
@@ -102,9 +107,24 @@ class watcher {
  private:
   struct pass_result {
     boost::system::error_code ec;     // connection-level failure: reconnect
-    bool delivery_failed = false;     // retry sooner than idle_timeout
+    bool delivery_failed = false;     // back off, then retry (retry_schedule)
+    std::size_t delivered = 0;        // acknowledged and flagged in this pass
     bool claimed_elsewhere = false;   // look again once those claims may have expired
     std::uint64_t bytes_fetched = 0;  // message bytes fetched in this pass
+  };
+
+  // What the deliveries of one pass share: at most `limit` run at once, the
+  // others wait in arrival order; once one failed because of the target, the
+  // waiting ones are not sent (they stay unseen for the next pass).
+  struct delivery_gate {
+    delivery_gate(boost::asio::any_io_executor ex, std::size_t limit);
+    boost::asio::awaitable<void> acquire();
+    void release();
+    boost::asio::any_io_executor executor;
+    std::size_t limit;
+    std::size_t running = 0;
+    bool target_failed = false;
+    std::deque<std::shared_ptr<boost::asio::steady_timer>> waiting;
   };
 
   // One delivery started while the batch is still being fetched.
@@ -114,6 +134,7 @@ class watcher {
     delivery::result outcome;
     std::exception_ptr error;  // thrown by the deliverer (not expected)
     std::size_t bytes = 0;     // the body's size, held until the delivery returns
+    bool skipped = false;      // not sent: the target failed (or shutdown began) first
   };
   // The deliveries of one batch; wait_all() returns once all have completed.
   struct batch_deliveries {
@@ -126,7 +147,8 @@ class watcher {
     boost::asio::steady_timer wake;  // never expires; cancelled when pending hits 0
   };
   static boost::asio::awaitable<void> wait_all(batch_deliveries& b);
-  void start_delivery(const std::shared_ptr<batch_deliveries>& batch, std::uint32_t uidvalidity,
+  void start_delivery(const std::shared_ptr<batch_deliveries>& batch,
+                      const std::shared_ptr<delivery_gate>& gate, std::uint32_t uidvalidity,
                       std::uint32_t uid, std::string&& body);
   // A batch whose bodies have been fetched (deliveries started), not yet
   // recorded and flagged.
@@ -147,10 +169,17 @@ class watcher {
   boost::asio::awaitable<boost::system::error_code> finish_batch(
       imap::client& c, std::unique_ptr<fetched_batch>& batch, bool flag, pass_state& pass,
       pass_result& result);
-  boost::asio::awaitable<void> deliver_one(mail_message m, delivery::result& out);
+  boost::asio::awaitable<void> deliver_one(mail_message m, delivery_slot& slot,
+                                           std::shared_ptr<delivery_gate> gate);
 
   boost::asio::awaitable<boost::system::error_code> session(imap::client& c, bool& logged_in);
+  // Waits out retry_ with the session kept alive (IDLE, renewed every
+  // idle_check_interval); new mail does not end the wait.
+  boost::asio::awaitable<boost::system::error_code> wait_to_retry(imap::client& c);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
+  arbitration::claim_request request_for(std::uint32_t uidvalidity, std::uint32_t uid) const {
+    return {mb_.email, mb_.name, mb_.server(), uidvalidity, uid};
+  }
   boost::asio::awaitable<void> release_claim(std::uint32_t uidvalidity, std::uint32_t uid);
   boost::asio::awaitable<bool> record_delivery(std::uint32_t uidvalidity, std::uint32_t uid,
                                                std::string jid);
@@ -178,7 +207,7 @@ class watcher {
   std::set<std::uint32_t> oversize_reported_;
   imap::client* current_ = nullptr;
   std::shared_ptr<boost::asio::steady_timer> sleep_timer_;
-  std::chrono::milliseconds retry_delay_{0};
+  retry_schedule retry_;
 };
 
 }  // namespace mailroom::mailbox

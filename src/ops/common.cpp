@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <unordered_map>
 
 namespace mailroom::ops {
@@ -16,12 +17,21 @@ std::vector<const config::mailbox*> select_mailboxes(const config::config& cfg,
   std::vector<const config::mailbox*> all;
   for (const auto& mb : cfg.mailboxes) all.push_back(&mb);
   if (name.empty()) return all;
+  // The most precise spelling that matches decides: the whole label
+  // ("email/folder@host:port", unique), then "email/folder", then the email
+  // or the folder alone. A name matching several mailboxes is an error,
+  // never the first of them.
+  using match = std::function<bool(const config::mailbox&)>;
+  const match levels[] = {
+      [&](const config::mailbox& mb) { return mb.label() == name; },
+      [&](const config::mailbox& mb) { return mb.config_label() == name; },
+      [&](const config::mailbox& mb) { return mb.email == name || mb.name == name; },
+  };
   std::vector<const config::mailbox*> hits;
-  for (const auto* mb : all) {
-    if (mb->label() == name) return {mb};
-  }
-  for (const auto* mb : all) {
-    if (mb->email == name || mb->name == name) hits.push_back(mb);
+  for (const auto& matches : levels) {
+    for (const auto* mb : all)
+      if (matches(*mb)) hits.push_back(mb);
+    if (!hits.empty()) break;
   }
   if (hits.size() == 1) return hits;
   std::string labels;
@@ -29,7 +39,7 @@ std::vector<const config::mailbox*> select_mailboxes(const config::config& cfg,
     labels += (labels.empty() ? "" : ", ") + mb->label();
   error = hits.empty()
               ? fmt::format("--mailbox {}: no such mailbox (configured: {})", name, labels)
-              : fmt::format("--mailbox {} is ambiguous ({}); use email/folder", name, labels);
+              : fmt::format("--mailbox {} is ambiguous ({}); use one of these names", name, labels);
   return {};
 }
 

@@ -13,7 +13,11 @@
 //    that instance may be delivering it this very moment;
 //  * with --unseen, \Seen is cleared only after the keys are gone, so the
 //    message shows up to instances at a moment when nothing blocks it, and
-//    the first instance's SET NX makes it delivered once.
+//    the first instance's SET NX makes it delivered once;
+//  * with the scoped key format, the key the previous version wrote (without
+//    the server; instances honour it for a while after they start) is
+//    treated the same way, so it cannot make an instance take the message
+//    for delivered.
 #include "arbitration/redis_arbitrator.hpp"
 #include "ops/common.hpp"
 #include "ops/output.hpp"
@@ -22,6 +26,7 @@
 #include <fmt/format.h>
 
 #include <functional>
+#include <memory>
 
 #include <algorithm>
 #include <ostream>
@@ -48,6 +53,9 @@ struct plan_item {
   std::string key;
   std::optional<std::string> value;
   key_state state = key_state::none;
+  // The previous version's key for the same message (scoped format only);
+  // not shown, but deleted and kept by the same rules.
+  std::unique_ptr<plan_item> unscoped;
 };
 
 bool in_flight_claim(const std::string& v) {
@@ -83,17 +91,17 @@ asio::awaitable<bool> pipelined(redis::client& r, std::size_t n,
   co_return true;
 }
 
-asio::awaitable<bool> read_keys(redis::client& r, std::vector<plan_item>& items,
+asio::awaitable<bool> read_keys(redis::client& r, std::vector<plan_item*>& items,
                                 std::string& detail) {
   const std::function<std::vector<std::string>(std::size_t)> make = [&](std::size_t k) {
-    return std::vector<std::string>{"GET", items[k].key};
+    return std::vector<std::string>{"GET", items[k]->key};
   };
   const std::function<std::string(std::size_t)> what = [&](std::size_t k) {
-    return "GET " + items[k].key;
+    return "GET " + items[k]->key;
   };
   const std::function<void(std::size_t, const redis::reply&)> take = [&](std::size_t k,
                                                                          const redis::reply& rep) {
-    if (!rep.is_null()) items[k].value = rep.str;
+    if (!rep.is_null()) items[k]->value = rep.str;
   };
   co_return co_await pipelined(r, items.size(), make, what, take, detail);
 }
@@ -158,8 +166,14 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
     it.uid = m.view.uid;
     it.unseen = unseen_set.count(it.uid) != 0;
     if (mb.arbitration == config::arbitration_method::redis) {
-      const arbitration::claim_request req{mb.email, mb.name, c.uidvalidity(), it.uid};
+      const arbitration::claim_request req{mb.email, mb.name, mb.server(), c.uidvalidity(), it.uid};
       it.key = arbitration::arbitration_key(mb.arbitration_opts, req);
+      if (mb.arbitration_opts.key_format == config::arbitration_key_format::scoped) {
+        it.unscoped = std::make_unique<plan_item>();
+        it.unscoped->uid = it.uid;
+        it.unscoped->unseen = it.unseen;
+        it.unscoped->key = arbitration::unscoped_arbitration_key(mb.arbitration_opts, req);
+      }
     }
     items.push_back(std::move(it));
   }
@@ -168,9 +182,15 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
   int rc = exit_ok;
   if (mb.arbitration == config::arbitration_method::redis && !items.empty()) {
     redis::client r(ex, mb.arbitration_opts.redis);
-    bool ok = co_await read_keys(r, items, detail);
-    std::vector<plan_item*> doomed;
+    std::vector<plan_item*> keyed;
     for (auto& it : items) {
+      keyed.push_back(&it);
+      if (it.unscoped) keyed.push_back(it.unscoped.get());
+    }
+    bool ok = co_await read_keys(r, keyed, detail);
+    std::vector<plan_item*> doomed;
+    for (auto* p : keyed) {
+      auto& it = *p;
       if (!it.value) continue;
       // mail_room's key format is shared by every mailbox of the namespace:
       // a claim there may be another folder's delivery in progress, whatever
@@ -192,7 +212,15 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
       co_return exit_failure;
     }
   }
-  for (const auto& it : items) {
+  for (auto& it : items) {
+    // A message counts once, by its key, unless only the old key exists.
+    if (it.unscoped && it.unscoped->state != key_state::none &&
+        (it.state == key_state::none || it.unscoped->state == key_state::in_flight ||
+         it.unscoped->state == key_state::changed)) {
+      if (it.state == key_state::none) it.value = it.unscoped->value;
+      it.state = it.unscoped->state;
+      it.key = it.unscoped->key;
+    }
     deleted += it.state == key_state::deleted || it.state == key_state::would_delete;
     changed += it.state == key_state::changed;
     in_flight += it.state == key_state::in_flight;

@@ -64,6 +64,12 @@ class imap_script {
   imap_script& expect_eof();
   // Runs `fn` on the server thread (e.g. to wake a waiting test coroutine).
   imap_script& call(std::function<void()> fn);
+  // Waits (on the server thread, sending nothing) until `ready()` is true,
+  // e.g. until the client logged a decision or a delivery arrived: an
+  // observable event, never a fixed time. Fails the connection, naming
+  // `what`, if it does not happen within `limit`.
+  imap_script& wait_for(std::function<bool()> ready, std::string what,
+                        std::chrono::milliseconds limit = std::chrono::seconds(10));
   // Handles every further line with `fn` until the client closes;
   // `fn` returns false to end the script.
   imap_script& serve(std::function<bool(imap_connection&, const std::string& line)> fn);
@@ -434,6 +440,21 @@ inline imap_script& imap_script::expect_eof() {
 inline imap_script& imap_script::call(std::function<void()> fn) {
   return then([fn = std::move(fn)](imap_connection&) {
     fn();
+    return true;
+  });
+}
+
+inline imap_script& imap_script::wait_for(std::function<bool()> ready, std::string what,
+                                          std::chrono::milliseconds limit) {
+  return then([ready = std::move(ready), what = std::move(what), limit](imap_connection& c) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!ready()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        c.fail("waited " + std::to_string(limit.count()) + " ms in vain for " + what);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     return true;
   });
 }

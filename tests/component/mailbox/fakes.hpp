@@ -1,10 +1,12 @@
 // A programmable deliverer and arbitrator for watcher tests. Both are used
-// only on the io_context's thread, except the atomic counter, which a fake
-// server thread may read. Attempts are recorded when a delivery completes.
+// only on the io_context's thread, except the atomic counters, which a fake
+// server thread may read, and release(), which any thread may call. Attempts
+// are recorded when a delivery completes.
 #pragma once
 
 #include "arbitration/arbitrator.hpp"
 #include "delivery/deliverer.hpp"
+#include "support/async_test.hpp"
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -16,6 +18,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 
 namespace mailroom::test {
@@ -31,12 +34,18 @@ class fake_deliverer : public delivery::deliverer {
 
   boost::asio::awaitable<delivery::result> deliver(const mail_message& m) override {
     if (on_deliver) on_deliver(m);
-    if (delay.count() > 0) {
-      // A slow target: the acknowledgement comes after `delay`.
-      auto ex = co_await boost::asio::this_coro::executor;
-      boost::asio::steady_timer t(ex, delay);
-      co_await t.async_wait(boost::asio::use_awaitable);
+    arrived.fetch_add(1);
+    const int now = ++running_;
+    if (now > max_running.load()) max_running = now;
+    // A target that does not answer until the test says so.
+    if (auto it = held_.find(m.uid); it != held_.end()) {
+      auto flag = it->second;
+      co_await flag.wait();
+    } else if (hold_all_) {
+      auto flag = *hold_all_;
+      co_await flag.wait();
     }
+    --running_;
     delivery::result r;
     auto it = failures_.find(m.uid);
     if (it != failures_.end() && !it->second.empty()) {
@@ -52,6 +61,18 @@ class fake_deliverer : public delivery::deliverer {
   // The next delivery of `uid` fails with `ec` (queued: call again for more).
   void fail_next(std::uint32_t uid, delivery::errc ec) { failures_[uid].push_back(ec); }
 
+  // Deliveries of `uid` (or of every message) are held at the target until
+  // release() / release(uid), which any thread may call. Call before the
+  // watcher runs.
+  void hold(boost::asio::any_io_executor ex, std::uint32_t uid) {
+    held_.emplace(uid, async_flag(ex));
+  }
+  void hold_all(boost::asio::any_io_executor ex) { hold_all_.emplace(ex); }
+  void release(std::uint32_t uid) const { held_.at(uid).set(); }
+  void release() const {
+    if (hold_all_) hold_all_->set();
+  }
+
   // UIDs of the acknowledged deliveries, in order.
   std::vector<std::uint32_t> delivered_uids() const {
     std::vector<std::uint32_t> out;
@@ -65,14 +86,18 @@ class fake_deliverer : public delivery::deliverer {
     return out;
   }
 
-  std::vector<attempt> attempts;
+  std::vector<attempt> attempts;  // completed, in order
+  std::atomic<int> arrived{0};    // deliveries that reached the target (held or not)
   std::atomic<int> acknowledged{0};
+  std::atomic<int> max_running{0};  // most deliveries at the target at once
   // Called when a delivery starts.
   std::function<void(const mail_message&)> on_deliver;
-  std::chrono::milliseconds delay{0};
 
  private:
+  int running_ = 0;
   std::map<std::uint32_t, std::deque<boost::system::error_code>> failures_;
+  std::map<std::uint32_t, async_flag> held_;
+  std::optional<async_flag> hold_all_;
 };
 
 class fake_arbitrator : public arbitration::arbitrator {

@@ -377,10 +377,13 @@ TEST_F(RedisClient, CancelledCallerDoesNotShiftReplies) {
   asio::co_spawn(
       ctx,
       [&]() -> asio::awaitable<void> {
-        std::vector<std::string> slow{"BLPOP", "nothing-here", "0.3"};
+        // Blocks until something is pushed: the timer always wins.
+        std::vector<std::string> slow{"BLPOP", "nothing-here", "0"};
         asio::steady_timer t(ctx, std::chrono::milliseconds(50));
         auto which = co_await (c.command(std::move(slow)) || t.async_wait(asio::use_awaitable));
         cancelled = which.index() == 1;
+        // Now the abandoned BLPOP gets its reply, ahead of the ECHO's.
+        server.cmd({"LPUSH", "nothing-here", "x"});
         std::vector<std::string> echo{"ECHO", "mine"};
         after = co_await c.command(std::move(echo));
       },

@@ -169,7 +169,7 @@ TEST(gitlab_shapes, rails_template_sidekiq_with_sentinels_and_ssl_params) {
   EXPECT_EQ(in.arbitration_opts.redis.tls_settings.ca_file, "/etc/gitlab/ssl/redis-ca.pem");
 
   const auto& desk = r.cfg->mailboxes[1];
-  EXPECT_EQ(desk.label(), "gitlab-desk@gmail.com/inbox");
+  EXPECT_EQ(desk.config_label(), "gitlab-desk@gmail.com/inbox");
   EXPECT_EQ(desk.sidekiq.worker, "ServiceDeskEmailReceiverWorker");
   EXPECT_EQ(desk.log.where, log_destination::kind::discard);
   EXPECT_FALSE(desk.sidekiq.redis.uses_sentinel());
@@ -233,7 +233,7 @@ TEST(gitlab_shapes, helm_chart_webhook_with_erb_secrets) {
   EXPECT_EQ(r.cfg->health.address, "0.0.0.0");
   EXPECT_EQ(r.cfg->health.port, 8080);
   const auto& mb = r.cfg->mailboxes.at(0);
-  EXPECT_EQ(mb.label(), "myusername/inbox");
+  EXPECT_EQ(mb.config_label(), "myusername/inbox");
   EXPECT_EQ(mb.password.reveal(), "chart-imap-password");
   EXPECT_EQ(mb.log.where, log_destination::kind::file);
   EXPECT_EQ(mb.log.path, "/dev/stdout");
@@ -310,7 +310,7 @@ TEST(gitlab_shapes, mail_room_spec_fixture) {
     EXPECT_EQ(mb.port, 993);
   }
   EXPECT_EQ(r.cfg->mailboxes[0].where.line, 4);
-  EXPECT_EQ(r.cfg->mailboxes[1].label(), "user2@gmail.com/inbox");
+  EXPECT_EQ(r.cfg->mailboxes[1].config_label(), "user2@gmail.com/inbox");
 }
 
 // mail_room's README arbitration example, comments and all.

@@ -111,6 +111,27 @@ TEST(load, quoted_numbers_and_yaml11_booleans_are_accepted) {
   EXPECT_TRUE(mb.delete_after_delivery);
 }
 
+TEST(load, start_tls_with_an_ssl_mapping_is_starttls_with_those_settings) {
+  auto r = load(noop +
+                "    port: 143\n"
+                "    start_tls: true\n"
+                "    ssl: {ca_file: /etc/ssl/private-ca.pem, verify_mode: peer}\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_EQ(r.diagnostics.size(), 0u) << test::dump(r);
+  const auto& mb = r.cfg->mailboxes[0];
+  EXPECT_TRUE(mb.start_tls);
+  EXPECT_FALSE(mb.ssl.enabled) << "no implicit TLS: STARTTLS on the plain port";
+  EXPECT_EQ(mb.ssl.ca_file, "/etc/ssl/private-ca.pem");
+  EXPECT_TRUE(mb.ssl.verify_peer);
+
+  // ssl: true with start_tls stays what mail_room does (TLS, then STARTTLS
+  // inside it), with a warning.
+  r = load(noop + "    start_tls: true\n    ssl: true\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.cfg->mailboxes[0].ssl.enabled);
+  EXPECT_EQ(r.warning_count(), 1u) << test::dump(r);
+}
+
 TEST(load, explicit_null_for_a_key_with_a_default) {
   auto r = load(noop + "    port: ~\n    idle_timeout:\n");
   EXPECT_DIAG(r,
@@ -564,7 +585,7 @@ TEST(load, symbol_and_plain_keys_at_every_level) {
   ASSERT_EQ(r.diagnostics.size(), 1u) << test::dump(r);
   EXPECT_EQ(r.diagnostics[0].key, "ssl.verify_mode");
   const auto& mb = r.cfg->mailboxes[0];
-  EXPECT_EQ(mb.label(), "alice@example.com/inbox");
+  EXPECT_EQ(mb.config_label(), "alice@example.com/inbox");
   EXPECT_FALSE(mb.ssl.verify_peer);
   EXPECT_EQ(mb.sidekiq.redis.sentinels.at(0).host, "s1");
   EXPECT_EQ(mb.arbitration, arbitration_method::redis);
@@ -775,14 +796,34 @@ TEST(load, erb_values_are_never_echoed) {
   }
 }
 
-TEST(load, same_folder_twice_is_a_warning) {
+TEST(load, same_folder_on_the_same_server_twice_is_an_error) {
+  // The default host and port (imap.gmail.com:993) on both; "INBOX" in any
+  // case is the same folder (RFC 3501 §5.1).
+  auto r = load(noop +
+                "  - email: alice@example.com\n    password: pw\n    name: INBOX\n"
+                "    delivery_method: noop\n");
+  EXPECT_FALSE(r.ok());
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/INBOX: the same folder on "
+              "imap.gmail.com:993 is already configured at line 2; each mailbox (email, name, "
+              "host, port) may appear once");
+  r = load(noop +
+           "  - email: alice@example.com\n    password: pw\n    name: inbox\n"
+           "    host: IMAP.Gmail.com\n    delivery_method: noop\n");
+  EXPECT_FALSE(r.ok());
+}
+
+TEST(load, same_folder_on_two_servers_is_two_mailboxes) {
   auto r = load(noop +
                 "  - email: alice@example.com\n    password: pw\n    name: inbox\n"
-                "    delivery_method: noop\n");
-  EXPECT_TRUE(r.ok());
-  EXPECT_DIAG(r,
-              "config.yml:6: warning: mailbox alice@example.com/inbox: the same folder is also "
-              "watched by the mailbox at line 2");
+                "    host: imap.example.com\n    delivery_method: noop\n"
+                "  - email: alice@example.com\n    password: pw\n    name: inbox\n"
+                "    port: 994\n    delivery_method: noop\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  ASSERT_EQ(r.cfg->mailboxes.size(), 3u);
+  EXPECT_EQ(r.cfg->mailboxes[0].label(), "alice@example.com/inbox@imap.gmail.com:993");
+  EXPECT_EQ(r.cfg->mailboxes[1].label(), "alice@example.com/inbox@imap.example.com:993");
+  EXPECT_EQ(r.cfg->mailboxes[2].label(), "alice@example.com/inbox@imap.gmail.com:994");
 }
 
 TEST(load, load_file_resolves_relative_paths_from_its_directory) {

@@ -138,6 +138,22 @@ TEST(Jid, Is24LowercaseHexAndRandom) {
   EXPECT_EQ(seen.size(), 100u);
 }
 
+TEST(StableJid, NamesOneMessageOnOneServer) {
+  const std::regex hex24("^[0-9a-f]{24}$");
+  const std::string a = stable_jid("imap.example.com:993", "bob@example.com", "INBOX", 7, 9);
+  EXPECT_TRUE(std::regex_match(a, hex24)) << a;
+  EXPECT_EQ(a, stable_jid("imap.example.com:993", "bob@example.com", "INBOX", 7, 9));
+  // Two servers may give the same account and folder the same UIDVALIDITY
+  // and UID: two messages.
+  EXPECT_NE(a, stable_jid("imap2.example.com:993", "bob@example.com", "INBOX", 7, 9));
+  EXPECT_NE(a, stable_jid("imap.example.com:143", "bob@example.com", "INBOX", 7, 9));
+  EXPECT_NE(a, stable_jid("imap.example.com:993", "bob@example.com", "INBOX", 8, 9));
+  EXPECT_NE(a, stable_jid("imap.example.com:993", "bob@example.com", "INBOX", 7, 10));
+  EXPECT_NE(a, stable_jid("imap.example.com:993", "bob@example.com", "Archive", 7, 9));
+  // The separator keeps the fields apart.
+  EXPECT_NE(stable_jid("h:1", "ab", "c", 1, 1), stable_jid("h:1", "a", "bc", 1, 1));
+}
+
 // The block-at-a-time escaper against the plain byte-by-byte definition, on
 // strings dense in the bytes that matter, at every alignment and length
 // (including the tails shorter than a block).

@@ -26,6 +26,7 @@ arbitration::claim_request request() {
   arbitration::claim_request r;
   r.mailbox_email = "incoming@gitlab.example.com";
   r.mailbox_name = "inbox";
+  r.server = "imap.example.com:993";
   r.uidvalidity = 1712345678;
   r.uid = 101;
   return r;
@@ -39,12 +40,32 @@ TEST(ArbitrationKey, MailRoomFormatIsMailRoomsKey) {
   EXPECT_EQ(arbitration::arbitration_key(o, request()), "mail_room:gitlab:delivered:101");
 }
 
-TEST(ArbitrationKey, ScopedIsTheDefaultAndNamesTheMailbox) {
+TEST(ArbitrationKey, ScopedIsTheDefaultAndNamesTheMailboxAndItsServer) {
   config::arbitration_options o;
   EXPECT_EQ(arbitration::arbitration_key(o, request()),
-            "delivered:incoming@gitlab.example.com:inbox:1712345678:101");
+            "delivered:incoming@gitlab.example.com/INBOX@imap.example.com:993:1712345678:101");
   o.redis.namespace_prefix = "mail_room:gitlab";
   EXPECT_EQ(arbitration::arbitration_key(o, request()),
+            "mail_room:gitlab:delivered:incoming@gitlab.example.com/INBOX@imap.example.com:993:"
+            "1712345678:101");
+}
+
+TEST(ArbitrationKey, TheSameFolderOnAnotherServerHasAnotherKey) {
+  config::arbitration_options o;
+  auto other = request();
+  other.server = "imap2.example.com:993";
+  EXPECT_NE(arbitration::arbitration_key(o, request()), arbitration::arbitration_key(o, other));
+  other.server = "imap.example.com:143";
+  EXPECT_NE(arbitration::arbitration_key(o, request()), arbitration::arbitration_key(o, other));
+  // mail_room's format knows nothing but the UID, as mail_room.
+  o.key_format = config::arbitration_key_format::mail_room;
+  EXPECT_EQ(arbitration::arbitration_key(o, request()), arbitration::arbitration_key(o, other));
+}
+
+TEST(ArbitrationKey, UnscopedKeyIsThePreviousVersionsKey) {
+  config::arbitration_options o;
+  o.redis.namespace_prefix = "mail_room:gitlab";
+  EXPECT_EQ(arbitration::unscoped_arbitration_key(o, request()),
             "mail_room:gitlab:delivered:incoming@gitlab.example.com:inbox:1712345678:101");
 }
 
