@@ -26,15 +26,21 @@ missing=()
 for p in "${build_pkgs[@]}" "${server_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then
-  echo "install-deps: all packages present"
-  exit 0
-fi
-
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-echo "install-deps: installing ${missing[*]}"
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: done"
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: done"
+fi
+
+# Cyrus IMAP and Courier-IMAP for the interop tests: unpacked next to Dovecot
+# (their packages conflict with dovecot-imapd); idempotent, about 1 s when present.
+# MAILROOM_INTEROP=0 skips them.
+if [ "${MAILROOM_INTEROP:-1}" != 0 ]; then
+  "$(dirname "${BASH_SOURCE[0]}")/../tests/servers/install-imap-servers.sh"
+fi

@@ -5,15 +5,16 @@
 #   2. build/        RelWithDebInfo build            (cmake + make -j2, ccache)
 #   3. ctest in build/: unit, component and C++ integration tests
 #   4. build-asan/   ASan + UBSan build; ctest -L 'unit|component' there
-#   5. real Dovecot + Redis + Sidekiq (tests/servers/start-all.sh) and
-#      /usr/bin/python3 -m pytest tests/integration against build/mailroom
+#   5. real Dovecot, Cyrus, Courier, Redis and Sidekiq (tests/servers/start-all.sh,
+#      MAILROOM_INTEROP=1) and /usr/bin/python3 -m pytest tests/integration
+#      against build/mailroom (fault table, interop table)
 #   6. everything stopped again (also on failure or Ctrl-C)
 #   7. build-fuzz/   libFuzzer targets (clang-14), each run for $MAILROOM_FUZZ_SECONDS
 #                    (20) on a copy of its seed corpus in fuzz/corpus/
 #   8. closing line "N passed, N failed" (ctest + pytest + fuzzers); exit 1 if anything failed
 #
 # usage: scripts/test.sh [--quick] [--no-deps] [--no-asan] [--no-ctest] [--no-pytest]
-#                        [--no-fuzz] [-k EXPR] [--keep-servers]
+#                        [--no-fuzz] [-k EXPR] [--keep-servers] [--repeat N]
 #   --quick         skip the sanitizer build (step 4)
 #   --no-deps       skip step 1
 #   --no-ctest      skip step 3 (and 4)
@@ -21,6 +22,9 @@
 #   --no-fuzz       skip step 7
 #   -k EXPR         only the integration tests matching EXPR (pytest -k)
 #   --keep-servers  leave the test servers running (prints how to stop them)
+#   --repeat N      build once, then run steps 3-6 N times in a row (fresh servers
+#                   each time) and count every run: a suite that passes once and
+#                   fails once is failing. The fuzzers run once.
 # env: MAILROOM_JOBS (2) build parallelism; MAILROOM_BUILD_DIR (build),
 #      MAILROOM_ASAN_BUILD_DIR (build-asan); MAILROOM_FUZZ_SECONDS (20) per fuzzer
 set -uo pipefail
@@ -28,7 +32,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 
-QUICK=0 DEPS=1 CTEST=1 PYTEST=1 FUZZ=1 KEEP=0
+QUICK=0 DEPS=1 CTEST=1 PYTEST=1 FUZZ=1 KEEP=0 REPEAT=1
 PYTEST_K=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,6 +43,8 @@ while [ $# -gt 0 ]; do
     --no-fuzz) FUZZ=0 ;;
     --keep-servers) KEEP=1 ;;
     -k) shift; PYTEST_K=(-k "${1:?-k needs an expression}") ;;
+    --repeat) shift; REPEAT="${1:?--repeat needs a count}"
+              [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "test.sh: --repeat needs a positive count" >&2; exit 2; } ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -183,63 +189,83 @@ main() {
   fi
   mkdir -p "$LOGS"
 
-  # 2 + 3. main build and its tests --------------------------------------------------
-  BUILT=0
+  # 2. main build; 4. the sanitizer build (both once, whatever --repeat says) -------
+  BUILT=0 ASAN_BUILT=0
   if build build "$BUILD" "" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     BUILT=1
-    [ "$CTEST" = 1 ] && run_ctest ctest "$BUILD" "$LOGS/ctest.log"
-  fi
-
-  # 4. sanitizers -------------------------------------------------------------------
-  if [ "$QUICK" = 0 ] && [ "$CTEST" = 1 ] && [ "$BUILT" = 1 ]; then
-    export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}"
-    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-    if build build-asan "$ASAN_BUILD" 'unit|component' -DCMAKE_BUILD_TYPE=Debug -DMAILROOM_SANITIZE=ON; then
-      run_ctest ctest-asan "$ASAN_BUILD" "$LOGS/ctest-asan.log" -L 'unit|component'
+    if [ "$QUICK" = 0 ] && [ "$CTEST" = 1 ]; then
+      build build-asan "$ASAN_BUILD" 'unit|component' -DCMAKE_BUILD_TYPE=Debug \
+        -DMAILROOM_SANITIZE=ON && ASAN_BUILT=1
     fi
-    unset ASAN_OPTIONS UBSAN_OPTIONS
   fi
 
-  # 5. integration tests against real servers ------------------------------------
-  if [ "$PYTEST" = 1 ]; then
-    banner "integration tests (Dovecot + Redis + Sidekiq, pytest)"
-    t="$(now)"
-    SERVERS_DIR="$(mktemp -d /tmp/mailroom-test.XXXXXX)"
-    chmod 0755 "$SERVERS_DIR"
-    if tests/servers/start-all.sh "$SERVERS_DIR" > "$LOGS/servers.log" 2>&1; then
-      phase "start servers" "$(took "$t")" ok
-      echo "servers: $SERVERS_DIR (ports in $SERVERS_DIR/env.sh)"
+  # 3, 4, 5: the tests, REPEAT times ----------------------------------------------
+  for ((run = 1; run <= REPEAT; run++)); do
+    R=""  # phase and log suffix of this run
+    [ "$REPEAT" -gt 1 ] && R=" #$run" && banner "run $run of $REPEAT"
+    L="${R:+-$run}"
+
+    # 3. unit, component and C++ integration tests
+    [ "$CTEST" = 1 ] && [ "$BUILT" = 1 ] && run_ctest "ctest$R" "$BUILD" "$LOGS/ctest$L.log"
+
+    # 4. unit and component tests under ASan + UBSan
+    if [ "$ASAN_BUILT" = 1 ]; then
+      export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}"
+      export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+      run_ctest "ctest-asan$R" "$ASAN_BUILD" "$LOGS/ctest-asan$L.log" -L 'unit|component'
+      unset ASAN_OPTIONS UBSAN_OPTIONS
+    fi
+
+    # 5. integration tests against real servers
+    if [ "$PYTEST" = 1 ]; then
+      banner "integration tests (Dovecot, Cyrus, Courier, Redis, Sidekiq; pytest)$R"
       t="$(now)"
-      [ "$BUILT" = 1 ] || echo "note: the build failed, so build/mailroom may be missing or stale"
-      TEST_SERVERS_DIR="$SERVERS_DIR" MAILROOM_BIN="$BUILD/mailroom" \
-        timeout --kill-after=30 45m "$PY" -m pytest tests/integration -q -rfE -p no:cacheprovider \
-        "${PYTEST_K[@]}" 2>&1 | tee "$LOGS/pytest.log"
-      rc=${PIPESTATUS[0]}
-      read -r p f <<<"$(pytest_counts "$LOGS/pytest.log")"
-      if [ "$p" = - ]; then
-        p=0; f=1; fail_note "pytest exited $rc without a summary (see $LOGS/pytest.log)"
-      elif [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$f" = 0 ]; then
-        f=1; fail_note "pytest exited $rc (see $LOGS/pytest.log)"
-      elif [ "$f" != 0 ]; then
-        fail_note "pytest: $f failed (details in $LOGS/pytest.log)"
+      SERVERS_DIR="$(mktemp -d /tmp/mailroom-test.XXXXXX)"
+      chmod 0755 "$SERVERS_DIR"
+      # CI needs every server: a missing one fails the start instead of
+      # quietly skipping its tests.
+      if MAILROOM_INTEROP="${MAILROOM_INTEROP:-1}" tests/servers/start-all.sh "$SERVERS_DIR" \
+           > "$LOGS/servers$L.log" 2>&1; then
+        phase "start servers$R" "$(took "$t")" ok
+        echo "servers: $SERVERS_DIR (ports in $SERVERS_DIR/env.sh)"
+        t="$(now)"
+        [ "$BUILT" = 1 ] || echo "note: the build failed, so build/mailroom may be missing or stale"
+        TEST_SERVERS_DIR="$SERVERS_DIR" MAILROOM_BIN="$BUILD/mailroom" \
+          MAILROOM_FAULT_TABLE="$LOGS/fault-table$L.json" \
+          MAILROOM_INTEROP_TABLE="$LOGS/interop-table$L.json" \
+          timeout --kill-after=30 45m "$PY" -m pytest tests/integration -q -rfE -p no:cacheprovider \
+          "${PYTEST_K[@]}" 2>&1 | tee "$LOGS/pytest$L.log"
+        rc=${PIPESTATUS[0]}
+        read -r p f <<<"$(pytest_counts "$LOGS/pytest$L.log")"
+        if [ "$p" = - ]; then
+          p=0; f=1; fail_note "pytest$R exited $rc without a summary (see $LOGS/pytest$L.log)"
+        elif [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$f" = 0 ]; then
+          f=1; fail_note "pytest$R exited $rc (see $LOGS/pytest$L.log)"
+        elif [ "$f" != 0 ]; then
+          fail_note "pytest$R: $f failed (details in $LOGS/pytest$L.log)"
+        fi
+        PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+        phase "pytest$R" "$(took "$t")" "$p passed, $f failed"
+      else
+        f=1
+        phase "start servers$R" "$(took "$t")" FAILED
+        cat "$LOGS/servers$L.log" >&2
+        fail_note "the test servers did not start (log: $LOGS/servers$L.log)"
+        FAILED=$((FAILED + 1))
       fi
-      PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
-      phase "pytest" "$(took "$t")" "$p passed, $f failed"
-    else
-      phase "start servers" "$(took "$t")" FAILED
-      cat "$LOGS/servers.log" >&2
-      fail_note "the test servers did not start (log: $LOGS/servers.log)"
-      FAILED=$((FAILED + 1))
+      t="$(now)"
+      if [ "$KEEP" = 0 ]; then
+        tests/servers/stop-all.sh "$SERVERS_DIR" >/dev/null 2>&1 || true
+        # keep the servers' logs and mailboxes only when something failed
+        [ "${f:-1}" = 0 ] && rm -rf "$SERVERS_DIR"
+        SERVERS_DIR=""
+        phase "stop servers$R" "$(took "$t")" ok
+      elif [ "$run" -lt "$REPEAT" ]; then
+        echo "test servers of run $run left running: $SERVERS_DIR"
+        SERVERS_DIR=""
+      fi
     fi
-    t="$(now)"
-    if [ "$KEEP" = 0 ]; then
-      tests/servers/stop-all.sh "$SERVERS_DIR" >/dev/null 2>&1 || true
-      # keep the servers' logs and mailboxes only when something failed
-      [ "${f:-1}" = 0 ] && rm -rf "$SERVERS_DIR"
-      SERVERS_DIR=""
-      phase "stop servers" "$(took "$t")" ok
-    fi
-  fi
+  done
 
   # 6. fuzzers: a short bounded run of each libFuzzer target ---------------------------
   if [ "$FUZZ" = 1 ]; then

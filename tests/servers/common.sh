@@ -13,6 +13,35 @@ free_ports() { "$PYTHON" "$SERVERS_HERE/free-ports.py" "$1" | tr '\n' ' '; }
 # port_busy PORT -> true if something accepts connections on 127.0.0.1:PORT
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# choose_ports NAME VAR... -> each VAR (a variable of the caller, 0 or unset:
+# choose) gets a free loopback port; exit 1 if a given one is busy
+choose_ports() {
+  local name="$1" v i=0
+  shift
+  local -a free
+  read -r -a free <<<"$(free_ports $#)"
+  for v in "$@"; do
+    [ "${!v:-0}" != 0 ] || printf -v "$v" '%s' "${free[$i]}"
+    require_free_port "${!v}" "$name"
+    i=$((i + 1))
+  done
+}
+
+# require_traversable DIR WHO -> exit 1 unless every parent of DIR can be
+# traversed by others: daemons that drop privileges must reach DIR (a 0700
+# parent such as /root or a mktemp dir gives "Temporary authentication
+# failure" in Dovecot and similar errors elsewhere)
+require_traversable() {
+  local p="$1"
+  while [ "$p" != / ]; do
+    p="$(dirname "$p")"
+    if [ "$(( 0$(stat -c %a "$p") & 01 ))" = 0 ]; then
+      echo "$p (mode $(stat -c %a "$p")) is not traversable by $2; use a dir under /tmp" >&2
+      exit 1
+    fi
+  done
+}
+
 # require_free_port PORT NAME -> exit 1 if busy (a stale server from an earlier
 # run would otherwise silently stand in for the new one)
 require_free_port() {

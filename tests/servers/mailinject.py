@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Put messages into the test Dovecot (start-dovecot.sh).  Standard library only.
+``imap_append`` also works against Cyrus and Courier (start-cyrus.sh,
+start-courier.sh; pass their port); users for those: imapservers.py.
 
 Two ways, both importable and usable from the command line:
 
 * ``imap_append``: IMAP APPEND of every message over ONE connection, pipelined
-  with LITERAL+ (about 500 messages/s).  The realistic client path; every
+  with LITERAL+ (about 500 messages/s; one at a time with synchronizing
+  literals where the server lacks LITERAL+, as Courier does).  The realistic client path; every
   message gets its UID at once, and clients in IDLE see it within ~0.5 s.
 * ``maildir_deliver``: write the files straight into ``Maildir/new`` (thousands
   per second).  Dovecot assigns UIDs at its next sync; an IDLE client is woken
@@ -110,6 +113,17 @@ def imap_append(messages, user, password="secret", host=HOST, port=None, folder=
             c.s.sendall(b"c CREATE " + _quote(folder).encode() + b"\r\n")
             c.tagged(b"c")  # ALREADYEXISTS is fine
         fl = f"({flags}) " if flags else ""
+        c.s.sendall(b"k CAPABILITY\r\n")
+        caps = b""
+        while True:
+            ln = c.line()
+            if ln.upper().startswith(b"* CAPABILITY "):
+                caps = ln.upper()
+            if ln.startswith(b"k "):
+                break
+        if b" LITERAL+" not in caps:
+            # e.g. Courier: no LITERAL+, and a {n+} literal would be read as commands
+            return _append_synchronizing(c, messages, folder, fl)
         uids, out = [], []
         for n, m in enumerate(messages):
             out.append(b"t%d APPEND %s %s{%d+}\r\n" % (n, _quote(folder).encode(), fl.encode(), len(m)))
@@ -127,6 +141,27 @@ def imap_append(messages, user, password="secret", host=HOST, port=None, folder=
         return uids
     finally:
         c.close()
+
+
+def _append_synchronizing(c, messages, folder, fl):
+    """APPEND one message at a time with synchronizing literals ({n}, wait for "+")."""
+    uids = []
+    for n, m in enumerate(messages):
+        tag = b"t%d" % n
+        c.s.sendall(tag + b" APPEND %s %s{%d}\r\n" % (_quote(folder).encode(), fl.encode(), len(m)))
+        while True:
+            ln = c.line()
+            if ln.startswith(b"+"):
+                break
+            if ln.startswith(tag + b" "):
+                raise RuntimeError(f"APPEND #{n}: {ln!r}")
+        c.s.sendall(m + b"\r\n")
+        r = c.tagged(tag)
+        if not r.startswith(tag + b" OK"):
+            raise RuntimeError(f"APPEND #{n}: {r!r}")
+        mu = re.search(rb"APPENDUID \d+ (\d+)", r)
+        uids.append(int(mu.group(1)) if mu else None)
+    return uids
 
 
 def maildir_deliver(maildir, messages, size_hints=False):

@@ -23,11 +23,7 @@ D="$(make_dir "${1:-}" dovecot-test)"
 IMAP_PORT="${DOVECOT_IMAP_PORT:-0}"
 IMAPS_PORT="${DOVECOT_IMAPS_PORT:-0}"
 LMTP_PORT="${DOVECOT_LMTP_PORT:-0}"
-read -r f1 f2 f3 <<<"$(free_ports 3)"
-[ "$IMAP_PORT" != 0 ] || IMAP_PORT="$f1"
-[ "$IMAPS_PORT" != 0 ] || IMAPS_PORT="$f2"
-[ "$LMTP_PORT" != 0 ] || LMTP_PORT="$f3"
-for p in "$IMAP_PORT" "$IMAPS_PORT" "$LMTP_PORT"; do require_free_port "$p" dovecot; done
+choose_ports dovecot IMAP_PORT IMAPS_PORT LMTP_PORT
 USERS="${DOVECOT_USERS:-alice bob carol}"
 PASS="${DOVECOT_PASSWORD:-secret}"
 
@@ -42,18 +38,8 @@ else
   MAIL_UID="$(id -u)"; MAIL_GID="$(id -g)"
 fi
 
-if [ "$(id -u)" = 0 ]; then
-  # dovecot/dovenull must traverse every parent directory (pitfall: a 0700 parent
-  # such as /root or a mktemp dir gives "Temporary authentication failure")
-  p="$D"
-  while [ "$p" != / ]; do
-    p="$(dirname "$p")"
-    if [ "$(( 0$(stat -c %a "$p") & 01 ))" = 0 ]; then
-      echo "start-dovecot: $p (mode $(stat -c %a "$p")) is not traversable by the dovecot user; use a dir under /tmp" >&2
-      exit 1
-    fi
-  done
-fi
+# dovecot/dovenull must traverse every parent directory
+[ "$(id -u)" = 0 ] && require_traversable "$D" "the dovecot user"
 if [ -s "$D/run/master.pid" ] && pid_alive "$(cat "$D/run/master.pid")"; then
   echo "a dovecot from an earlier run still uses $D (pid $(cat "$D/run/master.pid")); stop it first" >&2
   exit 1
