@@ -36,6 +36,8 @@ class client_category_impl : public boost::system::error_category {
         return "server refuses LOGIN without TLS";
       case client_errc::mailbox_missing:
         return "mailbox cannot be selected";
+      case client_errc::login_deferred:
+        return "login deferred by the server";
     }
     return "unknown IMAP client error";
   }
@@ -60,6 +62,19 @@ const char* status_name(status s) {
       return "PREAUTH";
   }
   return "?";
+}
+
+// A NO to LOGIN that says the refusal will pass: RFC 5530 §3 codes for a
+// temporary failure, a limit (of sessions, say) or an operation in the way,
+// and Gmail's "[ALERT] Too many simultaneous connections." (its limit of 15
+// sessions per account). Any other NO means the credentials were refused.
+bool login_refusal_passes(const std::optional<response_code>& code, const std::string& text) {
+  if (code) {
+    const std::string name = upper(code->name);
+    if (name == "UNAVAILABLE" || name == "LIMIT" || name == "INUSE" || name == "SERVERBUG")
+      return true;
+  }
+  return upper(text).find("TOO MANY SIMULTANEOUS CONNECTIONS") != std::string::npos;
 }
 
 }  // namespace
@@ -252,7 +267,9 @@ asio::awaitable<error_code> client::connect_and_login(
   auto r = co_await run(login);
   if (!r) co_return r.error();
   if (r->st != status::ok)
-    co_return fail(client_errc::auth_failed,
+    co_return fail(r->st == status::no && login_refusal_passes(r->code, r->text)
+                       ? client_errc::login_deferred
+                       : client_errc::auth_failed,
                    std::string("LOGIN ") + status_name(r->st) +
                        (r->code ? " [" + r->code->name + "]" : std::string()) + ": " + r->text);
   if (!r->code || r->code->name != "CAPABILITY") {

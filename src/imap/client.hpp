@@ -29,6 +29,8 @@ enum class client_errc {
   starttls_refused,   // permanent: start_tls set but the server lacks STARTTLS
   plaintext_refused,  // permanent: LOGINDISABLED on an unencrypted connection
   mailbox_missing,    // permanent: SELECT answered NO
+  login_deferred,     // retriable: LOGIN answered NO for a passing reason (RFC 5530
+                      // UNAVAILABLE, LIMIT, INUSE, SERVERBUG; Gmail's session limit)
 };
 const boost::system::error_category& client_category();
 inline boost::system::error_code make_error_code(client_errc e) {

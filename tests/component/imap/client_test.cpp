@@ -221,6 +221,34 @@ TEST_F(ClientTest, RejectedLoginIsPermanentAndItsErrorHoldsNoPassword) {
   EXPECT_EQ(server_.transcript(0), lines{login_line()});
 }
 
+// A LOGIN refused for a passing reason is retriable: RFC 5530's codes for a
+// temporary failure or a limit, and Gmail's session limit (an [ALERT]).
+TEST_F(ClientTest, LoginRefusedForAPassingReasonIsRetriable) {
+  const std::vector<std::string> answers{
+      "NO [UNAVAILABLE] Temporary authentication failure. [host:2026-12-04 10:00:00]",
+      "NO [LIMIT] Too many sessions",
+      "NO [INUSE] Mailbox in use",
+      "NO [SERVERBUG] Internal error",
+      "NO [ALERT] Too many simultaneous connections. (Failure)",
+  };
+  for (const auto& answer : answers) {
+    server_.add(imap_script()
+                    .line("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready")
+                    .expect(R"(^(\S+) LOGIN .*$)")
+                    .tagged(answer)
+                    .expect_eof());
+    error_code ec;
+    std::string detail;
+    run([&](client& c) -> asio::awaitable<void> {
+      ec = co_await login(c);
+      detail = c.last_error();
+    });
+    EXPECT_EQ(ec, client_errc::login_deferred) << answer << ": " << ec.message();
+    EXPECT_FALSE(is_permanent(ec)) << answer;
+    EXPECT_NE(detail.find(answer.substr(answer.find("] ") + 2)), std::string::npos) << detail;
+  }
+}
+
 TEST_F(ClientTest, PreauthGreetingNeedsNoLogin) {
   server_.add(imap_script().line("* PREAUTH [CAPABILITY IMAP4rev1 IDLE] logged in already"));
   error_code ec;
