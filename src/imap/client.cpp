@@ -136,6 +136,8 @@ asio::awaitable<boost::system::result<session::event>> client::next_event(
     error_code ec;
     const std::size_t n = co_await stream_.read_some(asio::buffer(read_buffer_), timeout, ec);
     if (ec) {
+      // The connection closing after a BYE: the BYE says why.
+      if (ec == net::errc::closed && bye_seen_) co_return make_error_code(client_errc::server_bye);
       last_error_ = stream_.last_error();
       if (ec == net::errc::closed) co_return make_error_code(client_errc::server_bye);
       co_return ec;
@@ -153,7 +155,15 @@ void client::note_untagged(const response& r) {
   if (r.keyword == "CAPABILITY") capabilities_ = decode_capabilities(r);
   if (r.code && r.code->name == "CAPABILITY") capabilities_ = decode_capabilities(r);
   if (auto v = decode_uidvalidity(r)) uidvalidity_ = *v;
-  if (r.st == status::bye) last_error_ = "server said BYE: " + r.text;
+  if (r.st == status::bye) {
+    // RFC 3501 §7.1.5; an [ALERT] in it must reach the operator (§7.1).
+    last_error_ = "server said BYE: " +
+                  (r.code ? "[" + r.code->name + (r.code->args.empty() ? "" : " " + r.code->args) +
+                                "] "
+                          : std::string()) +
+                  r.text;
+    bye_seen_ = true;
+  }
 }
 
 asio::awaitable<boost::system::result<client::tagged_outcome>> client::run(
@@ -355,8 +365,9 @@ asio::awaitable<boost::system::result<std::vector<message_meta>>> client::uid_fe
   co_return out;
 }
 
-asio::awaitable<error_code> client::uid_move(const std::vector<std::uint32_t>& uids,
-                                             const std::string& folder) {
+asio::awaitable<boost::system::result<move_outcome>> client::uid_move(
+    const std::vector<std::uint32_t>& uids, const std::string& folder,
+    const std::string& mark_copied) {
   const bool move = has_capability("MOVE");
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd(move ? "UID MOVE" : "UID COPY");
@@ -367,10 +378,16 @@ asio::awaitable<error_code> client::uid_move(const std::vector<std::uint32_t>& u
       co_return fail(client_errc::command_failed, std::string(move ? "UID MOVE" : "UID COPY") +
                                                       " to " + folder + ": " + r->text);
   }
-  if (move) co_return error_code{};
+  if (move) co_return move_outcome::moved;
+  if (!has_capability("UIDPLUS")) {
+    const std::string flags = "\\Deleted" + (mark_copied.empty() ? "" : " " + mark_copied);
+    if (auto ec = co_await uid_store_add_flags(uids, flags)) co_return ec;
+    co_return move_outcome::copied;
+  }
   const std::string deleted = "\\Deleted";
   if (auto ec = co_await uid_store_add_flags(uids, deleted)) co_return ec;
-  co_return co_await expunge(uids);
+  if (auto ec = co_await expunge(uids)) co_return ec;
+  co_return move_outcome::moved;
 }
 
 asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::uint32_t>& uids,

@@ -60,6 +60,14 @@ using body_handler = std::function<void(std::uint32_t uid, std::string&& body)>;
 
 enum class idle_end { new_mail, timeout, interrupted };
 
+// What uid_move() did.
+enum class move_outcome {
+  moved,   // gone from the folder: UID MOVE, or UID COPY + \Deleted + UID EXPUNGE
+  copied,  // copied, and flagged \Deleted (and the given mark) in the folder: without
+           // MOVE and UIDPLUS only a plain EXPUNGE could remove it, which would also
+           // remove other clients' \Deleted messages
+};
+
 class client {
  public:
   client(boost::asio::any_io_executor ex, const config::mailbox& mb, client_options opts = {});
@@ -86,9 +94,12 @@ class client {
       const std::vector<std::uint32_t>& uids);
 
   // Moves messages to `folder`: UID MOVE with the MOVE extension (RFC 6851),
-  // otherwise UID COPY, then \Deleted and UID EXPUNGE (EXPUNGE without UIDPLUS).
-  boost::asio::awaitable<boost::system::error_code> uid_move(const std::vector<std::uint32_t>& uids,
-                                                             const std::string& folder);
+  // otherwise UID COPY, then \Deleted and UID EXPUNGE of them (UIDPLUS, RFC
+  // 4315 §2.1). Without either, UID COPY, then \Deleted plus `mark_copied`
+  // (e.g. a keyword that keeps them out of later passes): move_outcome::copied.
+  boost::asio::awaitable<boost::system::result<move_outcome>> uid_move(
+      const std::vector<std::uint32_t>& uids, const std::string& folder,
+      const std::string& mark_copied);
 
   // UID STORE <uids> +FLAGS.SILENT (<flags>).
   boost::asio::awaitable<boost::system::error_code> uid_store_add_flags(
@@ -175,6 +186,7 @@ class client {
   std::vector<std::string> capabilities_;
   std::uint32_t uidvalidity_ = 0;
   bool new_mail_hint_ = false;
+  bool bye_seen_ = false;  // last_error_ holds the server's BYE text
   bool idling_ = false;
   bool done_sent_ = false;
   bool interrupted_ = false;

@@ -362,7 +362,7 @@ asio::awaitable<error_code> watcher::expunge_leftovers(imap::client& c) {
 }
 
 asio::awaitable<error_code> watcher::set_aside_oversize(
-    imap::client& c, const std::vector<imap::message_meta>& big) {
+    imap::client& c, const std::vector<imap::message_meta>& big, pass_state& pass) {
   std::vector<std::uint32_t> uids;
   for (const auto& m : big) {
     auto f = context_line("message too large, not delivered");
@@ -377,8 +377,15 @@ asio::awaitable<error_code> watcher::set_aside_oversize(
   }
   counters_.oversize += uids.size();
   if (mb_.on_oversize == config::oversize_action::move) {
-    auto ec = co_await c.uid_move(uids, mb_.oversize_folder);
-    if (!ec) co_return ec;
+    auto moved = co_await c.uid_move(uids, mb_.oversize_folder, mb_.oversize_keyword);
+    if (moved) {
+      // Copied and flagged \Deleted plus the keyword (no MOVE, no UIDPLUS):
+      // they leave the folder with this pass's expunge if expunge_deleted.
+      if (*moved == imap::move_outcome::copied && mb_.expunge_deleted)
+        pass.deleted.insert(pass.deleted.end(), uids.begin(), uids.end());
+      co_return error_code{};
+    }
+    const error_code ec = moved.error();
     if (ec != imap::client_errc::command_failed) co_return ec;
     auto w = context_line("cannot move oversize messages; flagging them instead");
     w["error"] = c.last_error();
@@ -532,7 +539,7 @@ asio::awaitable<watcher::pass_result> watcher::process_mailbox(imap::client& c) 
     }
     next += consumed;
     if (!oversize.empty()) {
-      if (auto ec = co_await set_aside_oversize(c, oversize)) {
+      if (auto ec = co_await set_aside_oversize(c, oversize, pass)) {
         co_await finish_batch(c, prev, false, pass, result);
         result.ec = ec;
         co_return result;

@@ -185,7 +185,7 @@ class watcher {
                                                std::string jid);
   boost::asio::awaitable<boost::system::error_code> expunge_leftovers(imap::client& c);
   boost::asio::awaitable<boost::system::error_code> set_aside_oversize(
-      imap::client& c, const std::vector<imap::message_meta>& big);
+      imap::client& c, const std::vector<imap::message_meta>& big, pass_state& pass);
   void progress() { last_progress_ = std::chrono::steady_clock::now(); }
   boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
   log::fields context_line(const char* action) const;

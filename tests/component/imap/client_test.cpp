@@ -249,6 +249,25 @@ TEST_F(ClientTest, LoginRefusedForAPassingReasonIsRetriable) {
   }
 }
 
+// A BYE says why the server ends the session; the close after it must not
+// replace that text (an [ALERT] must reach the operator, RFC 3501 §7.1).
+TEST_F(ClientTest, ByeBeforeTheCloseIsTheErrorText) {
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE] fake ready")
+                  .expect(R"(^(\S+) LOGIN .*$)")
+                  .line("* BYE [ALERT] Too many simultaneous connections. (Failure)")
+                  .close());
+  error_code ec;
+  std::string detail;
+  run([&](client& c) -> asio::awaitable<void> {
+    ec = co_await login(c);
+    detail = c.last_error();
+  });
+  EXPECT_EQ(ec, client_errc::server_bye) << ec.message();
+  EXPECT_FALSE(is_permanent(ec));
+  EXPECT_EQ(detail, "server said BYE: [ALERT] Too many simultaneous connections. (Failure)");
+}
+
 TEST_F(ClientTest, PreauthGreetingNeedsNoLogin) {
   server_.add(imap_script().line("* PREAUTH [CAPABILITY IMAP4rev1 IDLE] logged in already"));
   error_code ec;

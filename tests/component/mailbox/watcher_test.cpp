@@ -1260,6 +1260,58 @@ TEST_F(WatcherTest, OversizeMessageIsMovedWithMove) {
   EXPECT_EQ(counters_.oversize, 1u);
 }
 
+// Without MOVE and UIDPLUS only a plain EXPUNGE could remove the original,
+// and it would remove other clients' \Deleted messages too: the message is
+// copied and flagged \Deleted plus the keyword (which keeps it out of later
+// passes); it leaves with the pass's expunge only when expunge_deleted is on.
+imap_script oversize_copy_without_move_or_uidplus(bool expunge_deleted, const async_flag& stop) {
+  const std::string caps = "IMAP4rev1 IDLE";
+  imap_script s;
+  s.line("* OK [CAPABILITY " + caps + "] fake ready")
+      .expect(R"(^(\S+) LOGIN incoming@example\.com s3cret-pw$)")
+      .tagged("OK [CAPABILITY " + caps + "] Logged in")
+      .expect(R"(^(\S+) SELECT INBOX$)")
+      .line("* OK [UIDVALIDITY 42] UIDs valid")
+      .tagged("OK [READ-WRITE] Select completed");
+  if (expunge_deleted)
+    s.expect(R"(^(\S+) UID SEARCH DELETED$)").line("* SEARCH").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
+      .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
+      .tagged("OK Fetch completed");
+  s.expect(R"(^(\S+) UID COPY 4 "INBOX\.Too Large"$)").tagged("OK Copy completed");
+  store(s, "4", R"(\\Deleted \$MailroomOversize)");
+  if (expunge_deleted) s.expect(R"(^(\S+) EXPUNGE$)").tagged("OK Expunge completed");
+  idle_until_stopped(s, stop);
+  return s;
+}
+
+TEST_F(WatcherTest, OversizeMoveWithoutMoveOrUidplusCopiesAndFlagsWithoutExpunge) {
+  mb_.max_message_size = 1024;
+  mb_.on_oversize = config::oversize_action::move;
+  mb_.oversize_folder = "INBOX.Too Large";
+  mb_.expunge_deleted = false;
+  server_.add(oversize_copy_without_move_or_uidplus(false, stop_));
+
+  run_watcher();
+
+  EXPECT_TRUE(deliverer_->attempts.empty());
+  EXPECT_EQ(counters_.oversize, 1u);
+}
+
+TEST_F(WatcherTest, OversizeMoveWithoutMoveOrUidplusIsExpungedWithExpungeDeleted) {
+  mb_.max_message_size = 1024;
+  mb_.on_oversize = config::oversize_action::move;
+  mb_.oversize_folder = "INBOX.Too Large";
+  mb_.expunge_deleted = true;
+  server_.add(oversize_copy_without_move_or_uidplus(true, stop_));
+
+  run_watcher();
+
+  EXPECT_TRUE(deliverer_->attempts.empty());
+  EXPECT_EQ(counters_.oversize, 1u);
+}
+
 TEST_F(WatcherTest, MessageWithDeliveredRecordIsFlaggedWithoutASecondDelivery) {
   // An earlier process delivered 2 and died before flagging it.
   arbitrator_->answer_for(2, claim_result::delivered);
