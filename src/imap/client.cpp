@@ -151,17 +151,26 @@ asio::awaitable<boost::system::result<session::event>> client::next_event(
 }
 
 void client::note_untagged(const response& r) {
-  if (r.keyword == "EXISTS") new_mail_hint_ = true;
+  if (r.keyword == "EXISTS" && r.number) {
+    // The number of messages (RFC 3501 §7.3.1): new mail makes it grow. A
+    // server may repeat it unchanged (Courier sends "* 0 EXISTS" after an
+    // EXPUNGE), which is no new mail.
+    if (!exists_ || *r.number > *exists_) new_mail_hint_ = true;
+    exists_ = *r.number;
+  } else if (r.keyword == "EXISTS") {
+    new_mail_hint_ = true;
+  }
+  if (r.keyword == "EXPUNGE" && exists_ && *exists_ > 0) --*exists_;
   if (r.keyword == "CAPABILITY") capabilities_ = decode_capabilities(r);
   if (r.code && r.code->name == "CAPABILITY") capabilities_ = decode_capabilities(r);
   if (auto v = decode_uidvalidity(r)) uidvalidity_ = *v;
   if (r.st == status::bye) {
     // RFC 3501 §7.1.5; an [ALERT] in it must reach the operator (§7.1).
-    last_error_ = "server said BYE: " +
-                  (r.code ? "[" + r.code->name + (r.code->args.empty() ? "" : " " + r.code->args) +
-                                "] "
-                          : std::string()) +
-                  r.text;
+    last_error_ =
+        "server said BYE: " +
+        (r.code ? "[" + r.code->name + (r.code->args.empty() ? "" : " " + r.code->args) + "] "
+                : std::string()) +
+        r.text;
     bye_seen_ = true;
   }
 }
@@ -300,6 +309,7 @@ asio::awaitable<error_code> client::select(const std::string& folder) {
 asio::awaitable<error_code> client::open_folder(const std::string& verb,
                                                 const std::string& folder) {
   uidvalidity_ = 0;
+  exists_.reset();
   command_builder cmd(verb);
   cmd.mailbox(folder);
   auto r = co_await run(cmd);
@@ -496,7 +506,7 @@ asio::awaitable<boost::system::result<idle_end>> client::idle(std::chrono::milli
     }
     if (ev->k == session::event::kind::untagged) {
       note_untagged(ev->resp);
-      if (ev->resp.keyword == "EXISTS" && wake_on_new_mail) {
+      if (ev->resp.keyword == "EXISTS" && wake_on_new_mail && new_mail_hint_) {
         // RFC 2177: end IDLE as soon as new mail is announced.
         if (!done_sent_) end = idle_end::new_mail;
         send_done();

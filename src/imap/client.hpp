@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -186,7 +187,8 @@ class client {
   std::vector<std::string> capabilities_;
   std::uint32_t uidvalidity_ = 0;
   bool new_mail_hint_ = false;
-  bool bye_seen_ = false;  // last_error_ holds the server's BYE text
+  std::optional<std::uint32_t> exists_;  // messages in the selected folder, as last announced
+  bool bye_seen_ = false;                // last_error_ holds the server's BYE text
   bool idling_ = false;
   bool done_sent_ = false;
   bool interrupted_ = false;

@@ -623,6 +623,50 @@ TEST_F(ClientTest, ReadBufferGrowsForALargeFetchAndShrinksBeforeIdle) {
   EXPECT_EQ(after_idle, 4096u);
 }
 
+// New mail makes the message count grow (RFC 3501 §7.3.1); an EXISTS that
+// repeats the count (Courier sends "* 0 EXISTS" after an EXPUNGE) is none.
+TEST_F(ClientTest, OnlyAGrowingExistsCountIsNewMail) {
+  server_.add(logged_in()
+                  .expect(R"(^(\S+) SELECT INBOX$)")
+                  .line("* 3 EXISTS")
+                  .line("* OK [UIDVALIDITY 7] UIDs valid")
+                  .tagged("OK [READ-WRITE] Select completed")
+                  .expect(R"(^(\S+) UID EXPUNGE 3$)")
+                  .line("* 3 EXPUNGE")
+                  .line("* 2 EXISTS")
+                  .tagged("OK Expunge completed")
+                  .expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+                  .line("* 3 EXISTS")
+                  .line("* SEARCH 4")
+                  .tagged("OK Search completed")
+                  .expect(R"(^(\S+) IDLE$)")
+                  .line("+ idling")
+                  .line("* 3 EXISTS")  // the same count: IDLE goes on
+                  .line("* 4 EXISTS")  // one more: new mail
+                  .expect("^DONE$")
+                  .tagged("OK IDLE terminated"));
+  bool after_select = true, after_expunge = true, after_search = false;
+  boost::system::result<idle_end> r = idle_end::timeout;
+  run([&](client& c) -> asio::awaitable<void> {
+    if (auto e = co_await login(c)) ADD_FAILURE() << e.message();
+    const std::string inbox = "INBOX";
+    if (auto e = co_await c.select(inbox)) ADD_FAILURE() << e.message();
+    after_select = c.take_new_mail_hint();
+    const std::vector<std::uint32_t> uids{3};
+    if (auto e = co_await c.expunge(uids)) ADD_FAILURE() << e.message();
+    after_expunge = c.take_new_mail_hint();
+    auto found = co_await c.uid_search(kUnseen);
+    if (!found) ADD_FAILURE() << found.error().message();
+    after_search = c.take_new_mail_hint();
+    r = co_await c.idle(30s);
+  });
+  EXPECT_FALSE(after_select) << "the count announced by SELECT is not new mail";
+  EXPECT_FALSE(after_expunge) << "an unchanged count after EXPUNGE is not new mail";
+  EXPECT_TRUE(after_search);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(*r, idle_end::new_mail);
+}
+
 TEST_F(ClientTest, IdleEndsWithNewMailWhenExistsArrives) {
   server_.add(logged_in()
                   .expect(R"(^(\S+) IDLE$)")

@@ -505,8 +505,8 @@ TEST_F(WatcherTest, NewMailDuringTheBackoffDoesNotStartAPassEarly) {
   answered(s);
   s.expect(R"(^(\S+) IDLE$)")
       .line("+ idling")
-      .line("* 2 EXISTS")  // new mail: IDLE would normally end at once
-      .line("* 3 EXISTS")
+      .line("* 4 EXISTS")  // new mail: IDLE would normally end at once
+      .line("* 5 EXISTS")
       .expect("^DONE$")
       .call([this] { idle_done_ms_ = now_ms(); })
       .tagged("OK IDLE terminated");
@@ -544,7 +544,7 @@ TEST_F(WatcherTest, BackoffDoublesWhileTheTargetFailsAndASuccessResetsIt) {
   expunge(s, "1");
   s.expect(R"(^(\S+) IDLE$)")
       .line("+ idling")
-      .line("* 1 EXISTS")
+      .line("* 4 EXISTS")
       .expect("^DONE$")
       .tagged("OK IDLE terminated");
   search(s, "2");  // fails once: the backoff starts again at the first step
