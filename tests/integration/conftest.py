@@ -42,16 +42,22 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("mailroom fault injection")
         for line in _fault_table_lines(_fault_rows):
             terminalreporter.write_line(line)
-        path = os.environ.get("MAILROOM_FAULT_TABLE") or os.path.join(harness.REPO, "build", "test-logs",
-                                                                        "fault-table.json")
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as fh:
-                json.dump(_fault_rows, fh, indent=1)
-                fh.write("\n")
-            terminalreporter.write_line(f"(written to {path})")
-        except OSError as e:
-            terminalreporter.write_line(f"could not write {path}: {e}")
+        _write_table(terminalreporter, _fault_rows, "MAILROOM_FAULT_TABLE", "fault-table.json")
+    if _interop_rows:
+        _interop_summary(terminalreporter)
+
+
+def _write_table(terminalreporter, rows, env_var, name):
+    """rows as JSON to $env_var, or build/test-logs/<name>."""
+    path = os.environ.get(env_var) or os.path.join(harness.REPO, "build", "test-logs", name)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=1)
+            fh.write("\n")
+        terminalreporter.write_line(f"(written to {path})")
+    except OSError as e:
+        terminalreporter.write_line(f"could not write {path}: {e}")
 
 
 # ---------------------------------------------------------------- fault table
@@ -61,7 +67,8 @@ def pytest_terminal_summary(terminalreporter):
 _fault_rows = []
 _FAULT_COLUMNS = [("scenario", "scenario"), ("injected", "injected"), ("delivered", "delivered"),
                   ("distinct", "distinct"), ("duplicates", "dup"), ("lost", "lost"),
-                  ("left_in_mailbox", "left"), ("seconds", "seconds"), ("outcome", "outcome")]
+                  ("left_in_mailbox", "left"), ("posts_per_message", "posts/msg"), ("seconds", "seconds"),
+                  ("outcome", "outcome")]
 
 
 def _fault_table_lines(rows):
@@ -70,7 +77,7 @@ def _fault_table_lines(rows):
         if v is None:
             return "-"
         if isinstance(v, float):
-            return f"{v:.1f}"
+            return f"{v:.3f}" if key == "posts_per_message" else f"{v:.1f}"
         return str(v)
     cells = [[title for _, title in _FAULT_COLUMNS]] + [[cell(r, k) for k, _ in _FAULT_COLUMNS] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(_FAULT_COLUMNS))]
@@ -189,3 +196,78 @@ def mailroom(request, workdir):
         p.close()
         if failed:
             print(p.diagnostics(tail=80))
+
+
+# ---------------------------------------------------------------- interop table
+# One cell per (server, scenario) of the interop matrix (test_interop.py):
+# outcome pass / FAIL / skip, the scenario's seconds and, where useful, a
+# measurement (IDLE pickup latency).  Printed as a server x scenario table at
+# the end of the run and written as JSON to $MAILROOM_INTEROP_TABLE (default
+# build/test-logs/interop-table.json).
+_interop_rows = []
+
+
+@pytest.fixture(scope="session")
+def interop_table():
+    """record(server=..., scenario=..., outcome="pass"|"FAIL"|"skip"|"xfail"|"XPASS",
+    seconds=..., value=..., unit=..., note=..., matrix=True): one cell of the
+    interop matrix (matrix=False: a scenario listed below the matrix)."""
+    def record(**row):
+        _interop_rows.append(row)
+    return record
+
+
+def _interop_cell(row):
+    if row is None:
+        return "-"
+    text = row.get("outcome", "?")
+    if row.get("value") is not None:
+        text += f" {row['value']:.2f}{row.get('unit', '')}"
+    elif row.get("seconds") is not None and row.get("outcome") != "skip":
+        text += f" {row['seconds']:.1f}s"
+    return text
+
+
+def _interop_table_lines(rows):
+    """The matrix (rows with matrix=True: server x scenario), then the other
+    scenarios one per line, then the notes."""
+    cells = {}
+    for r in rows:
+        cells[(r["server"], r["scenario"])] = r  # a re-run of a cell: the last one counts
+    grid = [r for r in cells.values() if r.get("matrix", True)]
+    rest = [r for r in cells.values() if not r.get("matrix", True)]
+    lines = []
+    if grid:
+        servers, scenarios = [], []
+        for r in grid:
+            if r["server"] not in servers:
+                servers.append(r["server"])
+            if r["scenario"] not in scenarios:
+                scenarios.append(r["scenario"])
+        table = [["server"] + scenarios] + [[s] + [_interop_cell(cells.get((s, c))) for c in scenarios]
+                                            for s in servers]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for n, row in enumerate(table):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+    if rest:
+        lines.append("")
+        w1 = max(len(r["server"]) for r in rest)
+        w2 = max(len(r["scenario"]) for r in rest)
+        for r in rest:
+            lines.append(f"{r['server'].ljust(w1)}  {r['scenario'].ljust(w2)}  {_interop_cell(r)}")
+    lines.append("")
+    for r in cells.values():
+        if r.get("note"):
+            lines.append(f"{r['server']} / {r['scenario']}: {r['note']}")
+    return lines
+
+
+def _interop_summary(terminalreporter):
+    terminalreporter.section("mailroom interop matrix")
+    terminalreporter.write_line("cells: outcome and seconds: drain/*: the drain itself; idle: the slower of two "
+                                "pickups (APPEND acknowledged -> Sidekiq performed); others: the whole scenario")
+    for line in _interop_table_lines(_interop_rows):
+        terminalreporter.write_line(line)
+    _write_table(terminalreporter, _interop_rows, "MAILROOM_INTEROP_TABLE", "interop-table.json")

@@ -25,11 +25,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SERVERS = os.path.join(REPO, "tests", "servers")
 sys.path.insert(0, SERVERS)
 import mailinject  # noqa: E402  (tests/servers/mailinject.py)
+import imapservers  # noqa: E402  (tests/servers/imapservers.py)
 
 HOST = "127.0.0.1"
 
 
 # ---------------------------------------------------------------- waiting
+# Tests wait for events they can observe (wait_until on a condition,
+# Mailroom.wait_log for a log record, a gate's `held` event), never for time
+# to pass. There is deliberately no "nothing happens for N seconds" helper: to
+# show that something did not happen, wait for the event that proves the
+# passes that could have done it happened (a log record, stop_ok() of the
+# process), then count.
 class Timeout(AssertionError):
     pass
 
@@ -63,16 +70,7 @@ def free_port():
 # ---------------------------------------------------------------- servers
 def parse_env_file(path):
     """The export lines written by tests/servers/start-*.sh -> dict."""
-    env = {}
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line.startswith("export "):
-                continue
-            for item in shlex.split(line[len("export "):]):
-                k, _, v = item.partition("=")
-                env[k] = v
-    return env
+    return imapservers.load_env(path)
 
 
 class Servers:
@@ -344,6 +342,19 @@ def imap_mailbox(servers, user, *, transport="plain", name="INBOX", idle_timeout
     return mb
 
 
+def mailbox_label(email, port, name="INBOX", host=HOST):
+    """How mailroom names a mailbox in metrics, /readiness, /liveness, status
+    and check: "<email>/<name>@<host>:<port>" (host in lower case)."""
+    return f"{email}/{name}@{host.lower()}:{port}"
+
+
+def arbitration_key(namespace, email, port, uidvalidity, uid, name="INBOX", host=HOST):
+    """The scoped arbitration key: <ns>:delivered:<email>/<FOLDER>@<host>:<port>:<uidvalidity>:<uid>
+    (INBOX in upper case, the host in lower case)."""
+    folder = "INBOX" if name.upper() == "INBOX" else name
+    return f"{namespace}:delivered:{email}/{folder}@{host.lower()}:{port}:{uidvalidity}:{uid}"
+
+
 def sidekiq_delivery(redis_url, queue, worker="EmailReceiverWorker", **extra):
     opts = {"redis_url": redis_url, "queue": queue, "worker": worker}
     opts.update(extra)
@@ -358,7 +369,8 @@ def redis_arbitration(redis_url, namespace, **extra):
 
 # ---------------------------------------------------------------- mailroom process
 def mailroom_binary():
-    return os.environ.get("MAILROOM_BIN") or os.path.join(REPO, "build", "mailroom")
+    # absolute: the process runs with the test's temp dir as its cwd
+    return os.path.abspath(os.environ.get("MAILROOM_BIN") or os.path.join(REPO, "build", "mailroom"))
 
 
 class Mailroom:
@@ -376,6 +388,8 @@ class Mailroom:
         self.proc = None
         self.returncode = None
         self.started_at = None
+        self._log_seen = (None, 0)  # (path, bytes parsed) of the log read so far
+        self._log_recs = []
 
     def start(self):
         binary = mailroom_binary()
@@ -457,16 +471,50 @@ class Mailroom:
         return self._read(self.log_path) if self.log_path else ""
 
     def log_records(self):
-        """The structured log (JSON lines) as dicts; other lines are skipped."""
-        recs = []
-        for line in self.log.splitlines():
+        """The structured log (JSON lines) as dicts; other lines are skipped.
+        Read incrementally: only complete lines added since the last call are
+        parsed (a drain writes thousands)."""
+        path = self.log_path
+        if not path:
+            return []
+        seen_path, pos = self._log_seen
+        if seen_path != path:
+            pos, self._log_recs = 0, []
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(pos)
+                chunk = fh.read()
+        except OSError:
+            return list(self._log_recs)
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next call
+        for line in chunk[:end].decode("utf-8", "replace").splitlines():
             line = line.strip()
             if line.startswith("{"):
                 try:
-                    recs.append(json.loads(line))
+                    self._log_recs.append(json.loads(line))
                 except ValueError:
                     pass
-        return recs
+        self._log_seen = (path, pos + end)
+        return list(self._log_recs)
+
+    def records(self, action=None, where=None):
+        """Log records with this action (any if None) for which where(rec) is true."""
+        return [r for r in self.log_records()
+                if (action is None or r.get("action") == action) and (where is None or where(r))]
+
+    def wait_log(self, action, n=1, timeout=30, where=None, desc=None):
+        """Wait until the log holds at least n records with this action (and
+        where(rec) true); returns them.  Fails at once if the process exits."""
+        return wait_until(lambda: (lambda rs: rs if len(rs) >= n else None)(self.records(action, where)),
+                          timeout, desc or f"{n} log record(s) {action!r}", interval=0.05, proc=self)
+
+    def wait_exit_ok(self, timeout):
+        """Wait for the exit that follows a signal already sent; assert code 0.
+        Returns the seconds waited."""
+        t0 = time.monotonic()
+        rc, _ = self.wait_exit(timeout)
+        assert rc == 0, f"{self.name} exited with {rc}\n" + self.diagnostics()
+        return time.monotonic() - t0
 
     def all_output(self):
         return self.stdout + self.stderr + self.log
@@ -512,14 +560,39 @@ def http_get(url, timeout=5):
         return e.code, e.read()
 
 
+def wait_http_status(url, status, timeout, desc=None, proc=None):
+    """Poll GET url until it answers `status`; returns (status, body)."""
+    def probe():
+        try:
+            r = http_get(url, timeout=2)
+        except OSError:
+            return None
+        return r if r[0] == status else None
+    return wait_until(probe, timeout, desc or f"GET {url} -> {status}", interval=0.02, proc=proc)
+
+
+def log_time(rec):
+    """The "time" of a log record as a POSIX timestamp (float seconds)."""
+    import datetime
+    return datetime.datetime.fromisoformat(rec["time"]).timestamp()
+
+
 class WebhookReceiver:
     """A GitLab-like /api/v4/internal/mail_room/<type> endpoint in a thread.
-    Records every request; answers with self.status (settable at any time)."""
+    Records every request; answers with self.status (settable at any time).
+
+    Hold mode, a gate for the test: after hold(), every request is recorded
+    (status None until answered), `held` is set, and the answer waits until
+    release(); it then carries the status in force at that moment."""
 
     def __init__(self, status=200):
         self.status = status
         self.requests = []  # dicts: path, headers (dict, lower-case names), body, status, time
         self.lock = threading.Lock()
+        self.held = threading.Event()  # a request is being held
+        self._gate = threading.Event()
+        self._gate.set()
+        self.holding = 0  # requests waiting for release() now
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -529,10 +602,21 @@ class WebhookReceiver:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 with outer.lock:
-                    st = outer.status
-                    outer.requests.append({"path": self.path, "body": body, "status": st,
-                                           "headers": {k.lower(): v for k, v in self.headers.items()},
-                                           "time": time.monotonic()})
+                    rec = {"path": self.path, "body": body, "status": None,
+                           "headers": {k.lower(): v for k, v in self.headers.items()},
+                           "time": time.monotonic()}
+                    outer.requests.append(rec)
+                    gated = not outer._gate.is_set()
+                    if gated:
+                        outer.holding += 1
+                        outer.held.set()
+                if gated:
+                    outer._gate.wait()
+                with outer.lock:
+                    if gated:
+                        outer.holding -= 1
+                    st = rec["status"] = outer.status
+                    rec["answered"] = time.monotonic()
                 payload = b'{"success":true}' if st == 200 else b'{"message":"error"}'
                 self.send_response(st)
                 self.send_header("Content-Type", "application/json")
@@ -556,7 +640,17 @@ class WebhookReceiver:
         with self.lock:
             return sum(1 for r in self.requests if status is None or r["status"] == status)
 
+    def hold(self):
+        """From now on, hold every answer until release()."""
+        self.held.clear()
+        self._gate.clear()
+
+    def release(self):
+        """Answer the held requests (with self.status) and stop holding."""
+        self._gate.set()
+
     def close(self):
+        self._gate.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -597,16 +691,3 @@ def sidekiq_config(servers, user, queue, workdir, *, transport="plain", worker="
 def message_id(raw):
     m = re.search(rb"^Message-ID: *(\S+)", raw, re.M | re.I)
     return m.group(1).decode() if m else None
-
-
-def assert_stays(cond, seconds, desc, interval=0.1, proc=None):
-    """Check cond() stays true for `seconds` (polling): for asserting that
-    something does NOT happen within a window."""
-    deadline = time.monotonic() + seconds
-    while True:
-        assert cond(), f"{desc} no longer holds" + (("\n" + proc.diagnostics()) if proc else "")
-        if proc is not None:
-            assert proc.alive(), f"mailroom exited (rc={proc.returncode})\n" + proc.diagnostics()
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(interval)

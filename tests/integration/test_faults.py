@@ -17,6 +17,14 @@ mark was written), the scenario says so in its docstring and asserts instead
 that the copies carry the same Sidekiq `jid`: mailroom derives the jid from
 (mailbox, UIDVALIDITY, UID), so a consumer can drop the copy.
 
+No scenario relies on mailroom being slow or on a sleep: where the fault must
+land in the middle of a drain, a gate the test controls holds the drain there
+(faultproxy.FaultProxy in front of Dovecot or Redis stops one stream at a chosen
+FETCH literal or Redis command), the fault is injected while it holds, and the
+gate is released; where the test waits, it waits for an event it can observe
+(a log record such as "delivery failed", "waiting to retry delivery" or
+"Disconnected. Resetting...", a Redis key or list length, /liveness).
+
 Each scenario adds a row to the fault table printed at the end of the run
 (conftest.py; JSON in $MAILROOM_FAULT_TABLE or build/test-logs/fault-table.json),
 also when it fails.  Faults that need their own servers get them (a Redis with
@@ -47,10 +55,12 @@ from faultproxy import FaultProxy
 from mailinject import make_message
 
 HOST = harness.HOST
-N = 300                                 # messages per scenario
+N = 300                                 # messages per scenario (one FETCH batch of a Sidekiq mailbox)
 BODY = ("0123456789abcdef" * 4 + "xxxxxx\r\n") * 220   # ~15 KB: a drain takes a while
 FAST = {"command_timeout": 5, "connect_timeout": 5}     # every scenario: no 120 s waits
 OVERSIZE_KEYWORD = "$MailroomOversize"
+LPUSH = re.compile(rb"\*3\r\n\$5\r\nLPUSH\r\n")  # a Sidekiq job push, for FaultProxy.hold()
+K = 60                                  # messages through before a gate closes
 
 
 # ---------------------------------------------------------------- messages
@@ -145,13 +155,18 @@ class FaultWebhook:
     "hang" (hold the request for hang_s, longer than mailroom's read_timeout,
     then close the connection without an answer: not delivered).
     fail_after=(k, mode): after k requests answered 200, switch to mode by
-    itself (so the fault starts in the middle of the drain, deterministically)."""
+    itself (so the fault starts in the middle of the drain, deterministically).
+    fail_for=s: answer 500 from the first request on for s seconds, then 200
+    (an outage of the target, timed by the target itself).  (A receiver that
+    holds its answers until the test releases them: harness.WebhookReceiver.)"""
 
     def __init__(self, hang_s=3.0):
         self.mode = "ok"
         self.fail_after = None
+        self.fail_for = None
+        self.first_request = None  # (monotonic, wall clock) of the first request
         self.hang_s = hang_s
-        self.requests = []  # dicts: body, status ("timeout" for a hung one), time
+        self.requests = []  # dicts: body, status ("timeout" for a hung one), time, wall, key
         self.lock = threading.Lock()
         self._closing = threading.Event()
         outer = self
@@ -164,12 +179,17 @@ class FaultWebhook:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 with outer.lock:
+                    now, wall = time.monotonic(), time.time()
+                    if outer.first_request is None:
+                        outer.first_request = (now, wall)
                     if outer.fail_after and outer.mode == "ok" and outer.count(200) >= outer.fail_after[0]:
                         outer.mode = outer.fail_after[1]
                         outer.fail_after = None
                     mode = outer.mode
+                    if outer.fail_for is not None:
+                        mode = "500" if now < outer.first_request[0] + outer.fail_for else "ok"
                     rec = {"body": body, "status": 200 if mode == "ok" else (500 if mode == "500" else "timeout"),
-                           "time": time.monotonic()}
+                           "time": now, "wall": wall, "key": self.headers.get("Idempotency-Key")}
                     outer.requests.append(rec)
                 if mode == "hang":
                     outer._closing.wait(outer.hang_s)
@@ -456,6 +476,7 @@ class Tally:
         self.seconds = None
         self.recorded = False
         self.note = ""
+        self.fields = {}  # more columns of the row (e.g. posts_per_message)
 
     def add_note(self, text):
         self.note = (self.note + "; " if self.note else "") + text
@@ -486,6 +507,7 @@ class Tally:
                "outcome": outcome}
         if c and c["corrupt"]:
             row["corrupt"] = len(c["corrupt"])
+        row.update(self.fields)
         if self.note:
             row["note"] = self.note
         return row
@@ -560,14 +582,15 @@ def wait_drained(tally, proc, timeout, expect_left=0, interval=0.2, also=None):
                                       f"and {expect_left} left in the mailbox", interval=interval, proc=proc)
 
 
-def first_job(client, key, proc, timeout=30):
-    """Wait (polling fast) until mailroom has pushed something: the drain is running."""
-    harness.wait_until(lambda: client.llen(key) >= 1, timeout, "mailroom to deliver something",
-                       interval=0.002, proc=proc)
+def held(gate, proc, what, timeout=60):
+    """Wait until the gate holds the drain (a FaultProxy Hold)."""
+    harness.wait_until(gate.held.is_set, timeout, f"the drain to reach its gate ({what})", proc=proc)
 
 
 def assert_mid_drain(undeleted, total, what):
-    assert 0 < undeleted, f"the drain had finished before {what}; the scenario proves nothing"
+    """Called while a gate holds the drain, so it holds by construction; it
+    guards the gate itself (a pattern that stopped matching, say)."""
+    assert 0 < undeleted, f"the drain had finished at {what} ({total} injected): the gate did not hold"
 
 
 # ---------------------------------------------------------------- fixtures
@@ -594,11 +617,17 @@ def shared_setup(servers, user, tag, n=N):
     return msgs
 
 
-def arbitration_keys(client, ns):
+def arbitration_keys(client, ns, user=None, port=None):
     """{key: (value, ttl)} of the arbitration keys under namespace ns, except
-    those holding "delivered:..." (the finished ones)."""
+    those holding "delivered:..." (the finished ones).  With user and port,
+    every key (finished ones too) must have the scoped form
+    <ns>:delivered:<user>/INBOX@127.0.0.1:<port>:<uidvalidity>:<uid>."""
     out = {}
+    form = re.compile(re.escape(f"{ns}:delivered:{user}/INBOX@{HOST}:{port}:") + r"\d+:\d+") \
+        if user is not None else None
     for k in client.scan_iter(match=f"{ns}:*", count=1000):
+        if form is not None:
+            assert form.fullmatch(k.decode()), f"arbitration key {k!r} not of the form {form.pattern}"
         v = client.get(k)
         if v is not None and not v.startswith(b"delivered:"):
             out[k.decode()] = (v.decode("utf-8", "replace"), client.ttl(k))
@@ -616,45 +645,59 @@ def arbitration(url_or_opts, **extra):
 
 # ================================================================ Redis
 def test_redis_killed_mid_drain_then_restarted(servers, user, workdir, mailroom, fault_table):
-    """SIGKILL of Redis (delivery and arbitration) in the middle of a drain; it
-    stays down for 2 s and comes back on the same port with its append-only
-    file.  Unavoidable duplicates: a job Redis wrote but whose acknowledgement
-    never reached mailroom, or whose "delivered" mark the kill prevented, is
-    pushed again; such a copy must carry the same jid."""
+    """SIGKILL of Redis (delivery and arbitration) in the middle of a drain,
+    then it comes back on the same port with its append-only file.  The gate:
+    a FaultProxy between mailroom's Sidekiq client and Redis holds the job
+    push after K (so K jobs are in Redis, the next ones are in flight); Redis
+    is killed while it holds.  It is started again once mailroom has shown it
+    noticed (a failed pass ending in "waiting to retry delivery").
+    Unavoidable duplicates: a job Redis wrote but whose acknowledgement never
+    reached mailroom, or whose "delivered" mark the kill prevented, is pushed
+    again; such a copy must carry the same jid."""
     rs = AofRedis(str(workdir / "redis"))
+    gatekeeper = FaultProxy(HOST, rs.port, name="redis-proxy")
     try:
         msgs = shared_setup(servers, user, "rediskill")
         queue = "rediskill"
         c = rs.client()
         with Tally(fault_table, "redis killed mid-drain", msgs, lambda: sidekiq_deliveries(c, queue),
                    lambda: mailbox_messages(servers.imap_port, user), quick=lambda: c.llen("queue:" + queue)) as t:
-            cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(rs.url, queue),
+            cfg = fault_mailbox(servers, user, workdir, "mailroom",
+                                harness.sidekiq_delivery(f"redis://{HOST}:{gatekeeper.port}", queue),
                                 arbitration=arbitration(rs.url, claim_ttl=3))
+            gate = gatekeeper.hold(LPUSH, "c2s", when="before", skip=K)
             mr = mailroom(cfg)
-            first_job(c, "queue:" + queue, mr)
-            at_fault = c.llen("queue:" + queue)
+            held(gate, mr, f"job {K + 1} pushed")
+            harness.wait_until(lambda: c.llen("queue:" + queue) == K, 10, f"the first {K} jobs in Redis", proc=mr)
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the kill of Redis")
             rs.kill()
-            t.add_note(f"killed after {at_fault} jobs")
-            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "Redis was killed")
-            time.sleep(2)  # the fault's duration: Redis stays down for 2 s
-            assert mr.alive(), mr.diagnostics()
+            gate.release()  # its connection died with Redis
+            t.add_note(f"killed after {K} jobs, the next push held")
+            mr.wait_log("waiting to retry delivery", desc="a failed pass ending in a backoff")
+            failed = mr.records("delivery failed")
+            assert failed, "no delivery failed while Redis was down\n" + mr.diagnostics()
             rs.start()
             wait_drained(t, mr, 60)
             mr.stop_ok(timeout=30)
+            t.add_note(f"{len(failed)} delivery(ies) failed")
             t.check(same_jid_duplicates_ok=True)
     finally:
+        gatekeeper.close()
         rs.stop()
 
 
-def test_sentinel_failover_mid_drain(servers, user, workdir, mailroom, fault_table):
+def test_sentinel_failover_mid_drain(servers, user, workdir, mailroom, fault_table, proxy):
     """The Redis primary (found through Sentinel, for delivery and arbitration)
     dies in the middle of a drain; Sentinel promotes the replica and mailroom
     must follow it.  Redis replication is asynchronous, so to keep Redis itself
     from losing acknowledged writes the primary first refuses writes
     (min-replicas-to-write 2: NOREPLICAS errors, which mailroom must treat as a
     failed delivery) until the replica has every acknowledged write, then it is
-    killed.  Unavoidable duplicates: a job pushed whose "delivered" mark was
-    refused is pushed again after the claim expires; it must carry the same jid."""
+    killed.  The gate: a FaultProxy in front of Dovecot holds the FETCH after K
+    bodies; the primary starts refusing while it holds, so the deliveries of
+    the bodies that follow are refused.  Unavoidable duplicates: a job pushed
+    whose "delivered" mark was refused is pushed again after the claim
+    expires; it must carry the same jid."""
     ss = SentinelSet(str(workdir / "sentinel"))
     try:
         harness.wait_until(ss.replica_known, 20, "the sentinel to know the replica", interval=0.1)
@@ -672,17 +715,22 @@ def test_sentinel_failover_mid_drain(servers, user, workdir, mailroom, fault_tab
             cfg = fault_mailbox(servers, user, workdir, "mailroom",
                                 {"delivery_method": "sidekiq",
                                  "delivery_options": dict(opts, queue=queue, worker="EmailReceiverWorker")},
-                                arbitration=arbitration(opts, claim_ttl=3))
-            mr = mailroom(cfg)
+                                port=proxy.port, arbitration=arbitration(opts, claim_ttl=3), command_timeout=60)
             master, replica = ss.client(ss.master_port), ss.client(ss.replica_port)
-            first_job(master, "queue:" + queue, mr)
+            gate = proxy.cut_in_literal(after_bytes=1000, skip=K, action="hold")
+            mr = mailroom(cfg)
+            held(gate, mr, f"body {K + 1}")
+            harness.wait_until(lambda: master.llen("queue:" + queue) == K, 10, f"the first {K} jobs", proc=mr)
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the primary refusing writes")
             master.config_set("min-replicas-to-write", 2)  # from now on: NOREPLICAS
-            t.add_note(f"writes refused after {master.llen('queue:' + queue)} jobs")
+            gate.release()
+            mr.wait_log("delivery failed", where=lambda rec: "NOREPLICAS" in rec.get("error", ""),
+                        desc="a delivery refused with NOREPLICAS")
+            t.add_note(f"writes refused after {K} jobs")
             harness.wait_until(lambda: master.info("replication")["master_repl_offset"]
                                == replica.info("replication")["master_repl_offset"], 10,
                                "the replica to have every acknowledged write", interval=0.01)
             os.kill(ss.pid(ss.master_port), signal.SIGKILL)
-            assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the primary died")
             harness.wait_until(lambda: ss.master_addr() == (HOST, ss.replica_port), 30,
                                "Sentinel to promote the replica", interval=0.1)
             state["port"] = ss.replica_port
@@ -696,13 +744,18 @@ def test_sentinel_failover_mid_drain(servers, user, workdir, mailroom, fault_tab
 # ================================================================ IMAP server
 def test_dovecot_restarted_mid_drain(servers, workdir, mailroom, fault_table, drain_queue):
     """A private Dovecot is stopped in the middle of a drain and started again
-    on the same ports (same maildir, same UIDVALIDITY).  A message delivered
-    whose \\Seen \\Deleted never reached the server is found "delivered" in the
-    arbitration key and only flagged: no duplicates."""
+    on the same ports (same maildir, same UIDVALIDITY).  The gate: a FaultProxy
+    in front of it holds the FETCH after K bodies, whose deliveries finish
+    (jobs in Redis, recorded "delivered" once the FETCH fails, not flagged: the
+    batch is flagged after its FETCH); Dovecot is stopped while it holds.  It
+    is started again once mailroom has noticed ("Disconnected. Resetting...").
+    The K messages are then found "delivered" in the arbitration keys and only
+    flagged: no duplicates."""
     dv = PrivateDovecot()
+    gatekeeper = FaultProxy(HOST, dv.imap_port, name="dovecot-proxy")
     try:
         user = dv.user
-        n = 500  # with bigger messages: a drain long enough to stop the server in
+        n = 500  # one FETCH batch
         msgs = make_batch(n, user, "dovecot", body=BODY * 2)
         mailinject.maildir_deliver(dv.maildir, msgs)
         r = servers.r
@@ -710,19 +763,33 @@ def test_dovecot_restarted_mid_drain(servers, workdir, mailroom, fault_table, dr
                    lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(dv.imap_port, user),
                    quick=lambda: r.llen("queue:" + drain_queue)) as t:
             cfg = fault_mailbox(servers, user, workdir, "mailroom",
-                                harness.sidekiq_delivery(servers.redis_url, drain_queue), port=dv.imap_port,
-                                arbitration=arbitration(servers.redis_url, claim_ttl=3))
+                                harness.sidekiq_delivery(servers.redis_url, drain_queue), port=gatekeeper.port,
+                                arbitration=arbitration(servers.redis_url, claim_ttl=3), command_timeout=60)
+            gate = gatekeeper.cut_in_literal(after_bytes=1000, skip=K, action="hold")
             mr = mailroom(cfg)
-            first_job(r, "queue:" + drain_queue, mr)
+            held(gate, mr, f"body {K + 1}")
+            harness.wait_until(lambda: r.llen("queue:" + drain_queue) == K, 10, f"the first {K} jobs", proc=mr)
+            assert_mid_drain(maildir_undeleted(dv.maildir), n, "the stop of Dovecot")
             dv.terminate()
-            t.add_note(f"stopped after {r.llen('queue:' + drain_queue)} jobs")
-            assert_mid_drain(maildir_undeleted(dv.maildir), n, "Dovecot stopped")
+            gate.release()
+            mr.wait_log("Disconnected. Resetting...", desc="mailroom to notice Dovecot is gone")
+            # The session is over: what it delivered (the K, and whatever bodies
+            # Dovecot had sent into the socket buffers before it died) is in
+            # Redis, recorded "delivered", and not flagged.
+            first = r.llen("queue:" + drain_queue)
+            t.add_note(f"stopped after {K} jobs, {first} when the session ended")
             assert mr.alive(), mr.diagnostics()
             dv.start()
             wait_drained(t, mr, 60)
             mr.stop_ok(timeout=30)
+            already = sum(rec.get("already_delivered", {}).get("count", 0)
+                          for rec in mr.records("Getting new messages"))
+            t.add_note(f"{already} found delivered and only flagged")
+            assert already == first, f"{already} messages found already delivered, expected {first}\n" + \
+                mr.diagnostics()
             t.check()
     finally:
+        gatekeeper.close()
         dv.stop()
         dv.remove()
 
@@ -730,20 +797,29 @@ def test_dovecot_restarted_mid_drain(servers, workdir, mailroom, fault_table, dr
 def test_connection_cut_in_literal(servers, user, workdir, mailroom, fault_table, drain_queue, proxy):
     """Three times, the connection is closed after 1,000 bytes of a FETCH BODY[]
     literal (each time after another 40 messages went through); mailroom must
-    reconnect, and neither deliver the cut message half nor lose the batch."""
+    reconnect, and neither deliver the cut message half nor lose the batch.
+    Each time the gate holds the stream inside the literal, the test checks
+    the drain is under way, arms the next cut, and closes the connection."""
     msgs = shared_setup(servers, user, "literal")
     r = servers.r
     with Tally(fault_table, "connection cut in a literal (3x)", msgs,
                lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
                quick=lambda: r.llen("queue:" + drain_queue)) as t:
-        proxy.cut_in_literal(after_bytes=1000, times=3, skip=40)
+        gate = proxy.cut_in_literal(after_bytes=1000, skip=40, action="hold")
         cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
-                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3))
+                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3),
+                            command_timeout=60)
         mr = mailroom(cfg)
-        harness.wait_until(lambda: proxy.cuts >= 1, 30, "the first cut", proc=mr)
-        assert_mid_drain(undeleted_count(servers.imap_port, user), N, "the first cut")
-        wait_drained(t, mr, 60, also=lambda: proxy.cuts == 3)
-        assert proxy.accepted >= 4, proxy
+        for cut in (1, 2, 3):
+            held(gate, mr, f"cut {cut}")
+            assert_mid_drain(undeleted_count(servers.imap_port, user), N, f"cut {cut}")
+            nxt = proxy.cut_in_literal(after_bytes=1000, skip=40, action="hold") if cut < 3 else None
+            proxy.drop_all()  # 1,000 bytes of the literal went through; now the connection ends
+            gate.release()
+            mr.wait_log("Disconnected. Resetting...", cut, desc=f"mailroom to notice cut {cut}")
+            gate = nxt
+        wait_drained(t, mr, 60)
+        assert proxy.cuts == 3 and proxy.accepted >= 4, proxy
         mr.stop_ok(timeout=30)
         t.add_note(f"{proxy.cuts} cuts, {proxy.accepted} connections")
         t.check()
@@ -812,6 +888,9 @@ def test_blackhole_during_fetch(servers, user, workdir, mailroom, fault_table, d
 
 # ================================================================ webhook
 def _webhook_scenario(servers, user, workdir, mailroom, fault_table, name, mode):
+    """After N/3 deliveries (counted by the webhook itself) it starts failing;
+    it goes on failing until mailroom has retried once (a second failed pass,
+    seen as a second "waiting to retry delivery"), then answers 200."""
     w = FaultWebhook()
     try:
         msgs = shared_setup(servers, user, f"webhook-{mode}")
@@ -825,94 +904,204 @@ def _webhook_scenario(servers, user, workdir, mailroom, fault_table, name, mode)
             failing = 500 if mode == "500" else "timeout"
             harness.wait_until(lambda: w.count(failing) >= 1, 30, f"the webhook to start failing ({mode})", proc=mr)
             t.add_note(f"failing after {w.count(200)} deliveries")
-            time.sleep(2)  # the fault's duration: the webhook keeps failing for 2 s
+            # the fault lasts until mailroom retried: two failed passes, each ending in a backoff
+            waits = mr.wait_log("waiting to retry delivery", 2, timeout=60, desc="a failed pass and a failed retry")
             w.set_mode("ok")
             wait_drained(t, mr, 60)
             mr.stop_ok(timeout=30)
-            t.add_note(f"{w.count(failing)} failed request(s)")
+            t.add_note(f"{w.count(failing)} failed request(s) in {len(mr.records('waiting to retry delivery'))} "
+                       f"failed passes, backoff {'/'.join(str(x['backoff_ms']) for x in waits)} ms")
             t.check()
     finally:
         w.close()
 
 
 def test_webhook_500_then_recovers(servers, user, workdir, mailroom, fault_table):
-    """After N/3 messages the webhook answers 500 for 2 s: those messages stay
-    in the mailbox and are delivered once it answers 200 again."""
-    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook 500 for 2 s", "500")
+    """After N/3 messages the webhook answers 500 until mailroom has retried
+    once: those messages stay in the mailbox and are delivered once it answers
+    200 again."""
+    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook 500, 2 failed passes", "500")
 
 
 def test_webhook_timeout_then_recovers(servers, user, workdir, mailroom, fault_table):
-    """After N/3 messages the webhook stops answering for 2 s (read_timeout is
-    1 s; a held request is closed without an answer, so it was not delivered):
-    those messages are delivered once it answers again."""
-    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook timing out for 2 s", "hang")
+    """After N/3 messages the webhook stops answering (read_timeout is 1 s; a
+    held request is closed without an answer after 3 s, so it was not
+    delivered) until mailroom has retried once: those messages are delivered
+    once it answers again."""
+    _webhook_scenario(servers, user, workdir, mailroom, fault_table, "webhook timing out, 2 failed passes", "hang")
+
+
+def _backoff_steps(n, idle_timeout):
+    """The backoff of n failed passes that delivered nothing (README): 2 s,
+    doubling, at most 5 min and at most idle_timeout."""
+    return [min(2000 * 2 ** i, 300_000, idle_timeout * 1000) for i in range(n)]
+
+
+def _webhook_outage(servers, user, workdir, mailroom, fault_table, outage):
+    """The webhook answers 500 from its first request for `outage` seconds,
+    then 200, while N messages arrive (appended while mailroom runs: 30, then
+    the rest once the first failed pass has ended, i.e. during its backoff).
+    Redis arbitration, idle_timeout 60.  Checks: each message delivered once
+    (by Idempotency-Key and Message-ID), none left; the failed passes follow
+    the backoff schedule (new mail starts no pass), so the POSTs are bounded
+    (at most 4 per failed pass: 4 at once, none sent once one failed); the
+    retry after the outage starts at most one backoff step after it ended."""
+    idle_timeout = 60
+    w = FaultWebhook()
+    w.fail_for = outage
+    try:
+        msgs = make_batch(N, user, f"outage{outage}")
+        with Tally(fault_table, f"webhook 500 for {outage} s", msgs, w.deliveries,
+                   lambda: mailbox_messages(servers.imap_port, user), quick=lambda: w.count(200)) as t:
+            delivery = {"delivery_method": "postback",
+                        "delivery_options": {"delivery_url": w.url(), "content_type": "text/plain"}}
+            mr = mailroom(fault_mailbox(servers, user, workdir, "mailroom", delivery, idle_timeout=idle_timeout,
+                                        arbitration=arbitration(servers.redis_url)))
+            harness.wait_until(lambda: servers.idle_sessions(user) == 1, 20, "mailroom to idle", proc=mr)
+            servers.append(user, msgs[:30])
+            mr.wait_log("waiting to retry delivery", desc="the first failed pass to end in a backoff")
+            for i in range(30, N, 30):
+                servers.append(user, msgs[i:i + 30])
+            wait_drained(t, mr, outage + 120)
+            mr.stop_ok(timeout=30)
+
+            with w.lock:
+                reqs = list(w.requests)
+            recovery = w.first_request[1] + outage  # wall clock
+            ok = [q for q in reqs if q["status"] == 200]
+            posts, failed_posts = len(reqs), len(reqs) - len(ok)
+            recs = mr.log_records()
+            waits = [x for x in recs if x.get("action") == "waiting to retry delivery"]
+            steps = [x["backoff_ms"] for x in waits]
+            # the pass that delivered: the first to start after the last backoff began
+            last_wait = harness.log_time(waits[-1])
+            retry_start = next(harness.log_time(x) for x in recs if x.get("action") == "Processing started"
+                               and harness.log_time(x) >= last_wait)
+            first_ok, last_ok = min(q["wall"] for q in ok), max(q["wall"] for q in ok)
+            step = steps[-1] / 1000
+            pass_s = last_ok - retry_start
+            to_last = last_ok - recovery
+            keys = [q["key"] for q in ok]
+            t.fields.update(posts=posts, posts_per_message=round(posts / N, 3))
+            t.add_note(f"{posts} POSTs ({failed_posts} answered 500) = {posts / N:.3f} per message; "
+                       f"{len(waits)} failed passes, backoff steps {'/'.join(str(x // 1000) for x in steps)} s; "
+                       f"recovery -> retry pass {retry_start - recovery:+.1f} s (step {step:.0f} s), "
+                       f"-> first delivery {first_ok - recovery:+.1f} s, "
+                       f"recovery -> last delivery {to_last:.1f} s (pass {pass_s:.1f} s)")
+            assert len(keys) == N and len(set(keys)) == N and None not in keys, \
+                f"{len(ok)} deliveries, {len(set(keys))} distinct Idempotency-Keys for {N} messages"
+            # every failed pass delivered nothing: the schedule doubles from 2 s, capped at idle_timeout
+            assert steps == _backoff_steps(len(waits), idle_timeout), steps
+            # passes at 0, 2, 6, 14, 30, 62 s ... (at the earliest): those starting inside the outage fail
+            starts, at = [], 0
+            for st in _backoff_steps(20, idle_timeout):
+                if at >= outage:
+                    break
+                starts.append(at)
+                at += st / 1000
+            assert len(waits) <= len(starts) + 1, \
+                f"{len(waits)} failed passes in a {outage} s outage (schedule: {len(starts)}): new mail started passes"
+            assert failed_posts <= 4 * len(waits), f"{failed_posts} failed POSTs in {len(waits)} failed passes"
+            assert not [x for x in recs if x.get("action") == "delivery failed" and harness.log_time(x) > retry_start]
+            assert retry_start - recovery <= step + 1.0, \
+                f"the retry began {retry_start - recovery:.1f} s after the recovery; the step was {step:.0f} s"
+            assert to_last <= step + pass_s + 1.0
+            t.check()
+    finally:
+        w.close()
+
+
+def test_webhook_500_for_10s(servers, user, workdir, mailroom, fault_table):
+    _webhook_outage(servers, user, workdir, mailroom, fault_table, 10)
+
+
+def test_webhook_500_for_60s(servers, user, workdir, mailroom, fault_table):
+    _webhook_outage(servers, user, workdir, mailroom, fault_table, 60)
 
 
 # ================================================================ the process
-def test_sigterm_mid_drain_then_restart(servers, user, workdir, mailroom, fault_table, drain_queue):
-    """SIGTERM in the middle of a drain (exit 0), then a new start delivers the rest."""
+def test_sigterm_mid_drain_then_restart(servers, user, workdir, mailroom, fault_table, drain_queue, proxy):
+    """SIGTERM in the middle of a drain (exit 0), then a new start delivers the
+    rest.  The gate holds the FETCH after K bodies; SIGTERM lands while it
+    holds; once /liveness answers 500 (the signal was taken) it is released:
+    exactly the K deliveries started before the signal are made."""
     msgs = shared_setup(servers, user, "sigterm")
     r = servers.r
     with Tally(fault_table, "SIGTERM mid-drain, restart", msgs,
                lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
                quick=lambda: r.llen("queue:" + drain_queue)) as t:
+        health = harness.free_port()
         cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
-                            arbitration=arbitration(servers.redis_url, claim_ttl=3))
+                            port=proxy.port, arbitration=arbitration(servers.redis_url, claim_ttl=3),
+                            command_timeout=60)
+        cfg["health_check"] = {"address": HOST, "port": health}
+        gate = proxy.cut_in_literal(after_bytes=1000, skip=K, action="hold")
         mr = mailroom(cfg)
-        first_job(r, "queue:" + drain_queue, mr)
-        took = mr.stop_ok(timeout=30)
-        t.add_note(f"stopped after {r.llen('queue:' + drain_queue)} jobs, exit 0 in {took:.2f} s")
+        held(gate, mr, f"body {K + 1}")
+        mr.proc.send_signal(signal.SIGTERM)
+        harness.wait_http_status(f"http://{HOST}:{health}/liveness", 500, 10, "SIGTERM taken", proc=mr)
+        gate.release()
+        took = mr.wait_exit_ok(30)
+        jobs = r.llen("queue:" + drain_queue)
+        t.add_note(f"stopped after {jobs} jobs, exit 0 in {took:.2f} s after the gate opened")
+        assert jobs == K, f"{jobs} jobs: exactly the {K} started before SIGTERM must be delivered"
         assert_mid_drain(undeleted_count(servers.imap_port, user), N, "SIGTERM")
-        mr2 = mailroom(renamed(cfg, workdir, "mailroom-restart"), name="mailroom-restart")
+        cfg2 = renamed(cfg, workdir, "mailroom-restart")
+        del cfg2["health_check"]
+        mr2 = mailroom(cfg2, name="mailroom-restart")  # through the proxy: the same server identity
         wait_drained(t, mr2, 60)
         mr2.stop_ok(timeout=30)
         t.check()
 
 
 def test_sigkill_mid_drain_then_restart(servers, user, workdir, mailroom, fault_table, drain_queue):
-    """SIGKILL in the middle of a drain, then a new start (claim_ttl 3 s, so
+    """SIGKILL in the middle of a drain, then a new start (claim_ttl 10 s, so
     that the claims of the killed process expire soon and the new start must
     pick those messages up by itself, without new mail and long before
-    idle_timeout).  The kill is repeated (at most 5 starts) until one leaves
-    claims behind that were not yet marked delivered.  Unavoidable duplicates:
-    a job pushed before the kill whose "delivered" mark was not yet written is
-    pushed again by the new start; it must carry the same jid."""
+    idle_timeout).  The gate: a FaultProxy between mailroom's Sidekiq client
+    and Redis holds the push after K jobs; the kill comes while it holds, so
+    the claims of the whole batch are outstanding (asserted) and K jobs were
+    pushed whose "delivered" mark was never written.  Those K are pushed
+    again by the new start: unavoidable duplicates, each with the jid of its
+    original."""
     msgs = shared_setup(servers, user, "sigkill")
     r = servers.r
     key = "queue:" + drain_queue
-    with Tally(fault_table, "SIGKILL mid-drain, restart", msgs,
-               lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
-               quick=lambda: r.llen(key)) as t:
-        arb = arbitration(servers.redis_url, claim_ttl=3)
-        ns = arb["arbitration_options"]["namespace"]
-        cfg = fault_mailbox(servers, user, workdir, "mailroom", harness.sidekiq_delivery(servers.redis_url, drain_queue),
-                            arbitration=arb)
-        kills, keys_at_kill = [], {}
-        for attempt in range(5):
-            before = r.llen(key)
-            mr = mailroom(renamed(cfg, workdir, f"mailroom{attempt}"), name=f"mailroom{attempt}")
-            harness.wait_until(lambda: r.llen(key) > before, 30, "mailroom to deliver something",
-                               interval=0.002, proc=mr)
+    gatekeeper = FaultProxy(HOST, servers.redis_port, name="redis-proxy")
+    try:
+        with Tally(fault_table, "SIGKILL mid-drain, restart", msgs,
+                   lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+                   quick=lambda: r.llen(key)) as t:
+            # claim_ttl 10 s: the claims must still be there when the test counts them
+            arb = arbitration(servers.redis_url, claim_ttl=10)
+            ns = arb["arbitration_options"]["namespace"]
+            cfg = fault_mailbox(servers, user, workdir, "mailroom",
+                                harness.sidekiq_delivery(f"redis://{HOST}:{gatekeeper.port}", drain_queue),
+                                arbitration=arb)
+            gate = gatekeeper.hold(LPUSH, "c2s", when="before", skip=K)
+            mr = mailroom(cfg)
+            held(gate, mr, f"job {K + 1} pushed")
+            harness.wait_until(lambda: r.llen(key) == K, 10, f"the first {K} jobs in Redis", proc=mr)
             mr.kill()
-            kills.append(r.llen(key))
+            # What mailroom wrote behind the held push dies with it (released,
+            # the proxy would still forward it to Redis).
+            gatekeeper.drop_all()
+            gate.release()
+            claims = arbitration_keys(r, ns, user, servers.imap_port)
             assert_mid_drain(undeleted_count(servers.imap_port, user), N, "SIGKILL")
-            keys_at_kill = arbitration_keys(r, ns)
-            if keys_at_kill:
-                break
-        t.add_note(f"{len(kills)} kill(s), after {'/'.join(map(str, kills))} jobs, "
-                   f"{len(keys_at_kill)} claim(s) outstanding")
-        mr2 = mailroom(renamed(cfg, workdir, "mailroom-restart"), name="mailroom-restart")
-        try:
+            assert len(claims) == N and all(v.startswith("claimed:") and 0 < ttl <= 10 for v, ttl in claims.values()), \
+                f"{len(claims)} claims outstanding at the kill, expected {N}: {list(claims.items())[:3]}"
+            t.add_note(f"killed after {K} jobs with {len(claims)} claims outstanding")
+            cfg2 = renamed(cfg, workdir, "mailroom-restart")
+            cfg2["mailboxes"][0]["delivery_options"]["redis_url"] = servers.redis_url
+            mr2 = mailroom(cfg2, name="mailroom-restart")
             wait_drained(t, mr2, 60)
-        except AssertionError:
-            left = mailbox_messages(servers.imap_port, user)
-            t.add_note(f"{len(left)} left; arbitration keys of the killed process (value/TTL at the kill): "
-                       + ", ".join(f"{k.rsplit(':', 1)[1]}={v}/{ttl}s" for k, (v, ttl) in
-                                   sorted(keys_at_kill.items())[:3])
-                       + f" ...; now {len(arbitration_keys(r, ns))} such keys")
-            raise
-        mr2.stop_ok(timeout=30)
-        t.check(same_jid_duplicates_ok=True)
+            mr2.stop_ok(timeout=30)
+            assert not arbitration_keys(r, ns, user, servers.imap_port), "claims left after the drain"
+            c = t.check(same_jid_duplicates_ok=True)
+            assert c["duplicates"] == K, f"{c['duplicates']} duplicates, expected the {K} pushed before the kill"
+    finally:
+        gatekeeper.close()
 
 
 @pytest.mark.parametrize("instances", [2, 3])

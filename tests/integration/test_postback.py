@@ -86,11 +86,25 @@ def test_webhook_error_keeps_message_unseen_then_delivers_once(servers, user, wo
     mr = mailroom(postback_config(servers, user, workdir, webhook.url(), jwt_secret[0],
                                   idle_timeout=5, delete=True, expunge=True))
     harness.wait_until(lambda: webhook.count(500) >= 1, 20, "the first (failing) webhook request", proc=mr)
-    harness.assert_stays(lambda: servers.flags(user) == {uid: set()}, 2.0,
-                         "the message unseen and undeleted after HTTP 500", proc=mr)
+    # The failed pass is over once its backoff begins; then the retry (2 s
+    # later) fails too and ends in the next backoff. After each, the message
+    # is still there, unseen and not deleted.
+    for n in (1, 2):
+        mr.wait_log("waiting to retry delivery", n, desc=f"failed pass {n} to end in a backoff")
+        assert servers.flags(user) == {uid: set()}, f"after failed pass {n}: {servers.flags(user)}"
+    failed = mr.records("delivery failed")
+    assert failed and all(r["error"].startswith("delivery rejected by the target: HTTP 500: ")
+                          and '"message":"error"' in r["error"] and r["uid"] == uid for r in failed), failed
+    assert not mr.records("message pushed"), "'message pushed' logged for an HTTP 500"
     webhook.status = 200
     harness.wait_until(lambda: webhook.count(200) >= 1, 60, "a successful retry", proc=mr)
     harness.wait_until(lambda: servers.status(user)["MESSAGES"] == 0, 10, "an empty INBOX", proc=mr)
+    mr.stop_ok()
     assert webhook.count(200) == 1
     assert all(r["body"] == raw for r in webhook.requests)
-    mr.stop_ok()
+    # one request per pass (one message), every failure logged, one success
+    assert webhook.count(500) == len(mr.records("delivery failed")) >= 2
+    pushed = mr.records("message pushed")
+    assert len(pushed) == 1 and pushed[0]["status_code"] == 200, pushed
+    keys = {r["headers"].get("idempotency-key") for r in webhook.requests}
+    assert len(keys) == 1 and None not in keys, f"Idempotency-Key must be the same on every retry: {keys}"

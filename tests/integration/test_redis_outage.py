@@ -17,9 +17,17 @@ def test_redis_down_keeps_message_then_delivers_once_after_restart(servers, user
         r.stop()
         raw = make_message(1, user, subject="during the outage")
         uid = servers.append(user, [raw])[0]
-        # over a full idle_timeout cycle: still there, unseen, and mailroom keeps running
-        harness.assert_stays(lambda: servers.flags(user) == {uid: set()}, 7.0,
-                             "the message unseen and undeleted while Redis is down", proc=mr)
+        # Three failed passes (the first, then its retries after backoffs of
+        # 2 s and 4 s; idle_timeout 5 s caps the next at 5 s): after each the
+        # message is still there, unseen, and mailroom keeps running.
+        for n in (1, 2, 3):
+            mr.wait_log("waiting to retry delivery", n, desc=f"failed pass {n} to end in a backoff")
+            assert servers.flags(user) == {uid: set()}, f"after failed pass {n}: {servers.flags(user)}"
+        recs = mr.log_records()  # one snapshot: each failed pass logs "delivery failed", then its backoff
+        steps = [rec["backoff_ms"] for rec in recs if rec.get("action") == "waiting to retry delivery"]
+        failed = [rec for rec in recs if rec.get("action") == "delivery failed"]
+        assert steps[:3] == [2000, 4000, 5000], steps
+        assert len(steps) <= len(failed) <= len(steps) + 1 and all(rec["uid"] == uid for rec in failed), failed
         r.start()  # same port
         c = r.client()
         harness.wait_until(lambda: c.llen(key) >= 1, 60, "the job after Redis came back", proc=mr)
