@@ -5,6 +5,7 @@
 
 #include "arbitration/noop_arbitrator.hpp"
 #include "arbitration/redis_arbitrator.hpp"
+#include "auth/token_source.hpp"
 #include "common/logger.hpp"
 #include "delivery/http_client.hpp"
 #include "delivery/logger_delivery.hpp"
@@ -96,7 +97,9 @@ int run_service(const config::config& cfg, const run_options& opts) {
   asio::io_context ioc(1);
   auto ex = ioc.get_executor();
   redis_pool redis(ex);
-  std::unique_ptr<delivery::http_client> http;
+  // Shared: the webhook deliveries and the OAuth2 token sources use it.
+  std::shared_ptr<delivery::http_client> http;
+  std::map<std::string, std::shared_ptr<auth::oauth2_token_source>> token_sources;
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
   int exit_code = 0;
   auto report_fatal = [&](const std::string& line) {
@@ -118,7 +121,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
                                                                   redis.get(mb.sidekiq.redis), log);
         break;
       case config::delivery_method::postback:
-        if (!http) http = std::make_unique<delivery::http_client>(http_threads);
+        if (!http) http = std::make_shared<delivery::http_client>(http_threads);
         deliverer = std::make_shared<delivery::postback_deliverer>(mb.postback, *http, log);
         break;
       case config::delivery_method::logger:
@@ -142,6 +145,13 @@ int run_service(const config::config& cfg, const run_options& opts) {
       arbitrator = std::make_shared<arbitration::noop_arbitrator>();
     }
     mailbox::watcher_options wopts;
+    if (mb.auth != config::auth_method::login) {
+      // One token per set of credentials, however many mailboxes use it.
+      if (!http) http = std::make_shared<delivery::http_client>(http_threads);
+      auto& source = token_sources[auth::credentials_key(mb.oauth2)];
+      if (!source) source = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, http);
+      wopts.imap.tokens = source;
+    }
     wopts.imap.connect_timeout = mb.connect_timeout;
     wopts.imap.command_timeout = mb.command_timeout;
     // A literal may exceed RFC822.SIZE a little (servers that convert line

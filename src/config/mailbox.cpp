@@ -56,7 +56,7 @@ void read_logger(map_view& m, log_destination& out) {
 void read_imap_fields(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
   require(m, "email");
-  require(m, "password");
+  if (mb.auth == auth_method::login) require(m, "password");
   require(m, "name");
   read_secret(m, "password", mb.password);
   for (auto key : {"email", "name"}) {
@@ -258,6 +258,7 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
     m.ignore("inbox_options");
   }
 
+  read_auth(m, mb);
   read_imap_fields(m, mb);
   read_safety_fields(m, mb);
   read_logger(m, mb.log);

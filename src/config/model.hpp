@@ -121,6 +121,29 @@ enum class oversize_action {
   move,  // UID MOVE (or COPY + \Deleted) to oversize_folder
 };
 
+// ours: how the IMAP session authenticates.
+enum class auth_method {
+  login,        // LOGIN with the password (mail_room's only way)
+  xoauth2,      // AUTHENTICATE XOAUTH2 with an OAuth2 access token (Google, Microsoft)
+  oauthbearer,  // AUTHENTICATE OAUTHBEARER (RFC 7628)
+};
+
+// ours: where the OAuth2 access token for xoauth2/oauthbearer comes from.
+// With a refresh token: the refresh-token grant (RFC 6749 §6); without one:
+// client credentials (§4.4). token_url and scope are filled in from the
+// provider when the configuration leaves them out.
+struct oauth2_options {
+  std::string provider;   // "google", "microsoft", or "" (token_url given)
+  std::string tenant_id;  // microsoft
+  std::string token_url;
+  std::string client_id;
+  secret client_secret;  // may be empty for a public client with a refresh token
+  secret refresh_token;  // empty: client credentials
+  std::string scope;     // "": none sent
+
+  bool client_credentials() const { return refresh_token.empty(); }
+};
+
 // ours: what a permanent error (login or certificate rejected, missing folder)
 // does to the process.
 enum class permanent_error_policy {
@@ -132,8 +155,10 @@ enum class permanent_error_policy {
 struct mailbox {
   source_location where;  // the line of the "- " list entry
   std::string email;
-  secret password;
-  std::string name;  // the IMAP folder to SELECT
+  secret password;  // with auth_method login
+  auth_method auth = auth_method::login;
+  oauth2_options oauth2;  // with xoauth2 / oauthbearer
+  std::string name;       // the IMAP folder to SELECT
   std::string host = "imap.gmail.com";
   std::uint16_t port = 993;
   tls_options ssl;  // ssl: true by default

@@ -33,6 +33,14 @@ void read_delivery(map_view& mbox, mailbox& mb);
 // arbitration_method and arbitration_options.
 void read_arbitration(map_view& mbox, mailbox& mb);
 
+// --- oauth2.cpp ---
+// auth_method and oauth2 (ours): LOGIN with the password, or AUTHENTICATE
+// XOAUTH2 / OAUTHBEARER with a token from an OAuth2 token endpoint.
+void read_auth(map_view& mbox, mailbox& mb);
+// True for localhost, 127.0.0.0/8 and ::1: the only hosts an http:// (not
+// https://) endpoint may name.
+bool is_loopback_host(std::string_view host);
+
 // --- mailbox.cpp ---
 // One `mailboxes:` entry; `index` is its 0-based position.
 mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index);

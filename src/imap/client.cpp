@@ -1,5 +1,7 @@
 #include "imap/client.hpp"
 
+#include "auth/sasl.hpp"
+#include "auth/token_endpoint.hpp"
 #include "imap/proto/command_writer.hpp"
 #include "imap/proto/decode.hpp"
 
@@ -38,6 +40,8 @@ class client_category_impl : public boost::system::error_category {
         return "mailbox cannot be selected";
       case client_errc::login_deferred:
         return "login deferred by the server";
+      case client_errc::mechanism_missing:
+        return "server does not offer the authentication mechanism";
     }
     return "unknown IMAP client error";
   }
@@ -87,7 +91,8 @@ const boost::system::error_category& client_category() {
 bool is_permanent(const error_code& ec) {
   return ec == client_errc::auth_failed || ec == client_errc::starttls_refused ||
          ec == client_errc::plaintext_refused || ec == client_errc::mailbox_missing ||
-         ec == net::errc::certificate_rejected;
+         ec == client_errc::mechanism_missing || ec == net::errc::certificate_rejected ||
+         ec == auth::token_errc::refused;
 }
 
 client::client(asio::any_io_executor ex, const config::mailbox& mb, client_options opts)
@@ -281,6 +286,7 @@ asio::awaitable<error_code> client::connect_and_login(
                    "refusing LOGIN over an unencrypted connection (use ssl or start_tls, or set "
                    "allow_plaintext_login: true)");
   on_step("Logging into mailbox");
+  if (mb_.auth != config::auth_method::login) co_return co_await authenticate();
   command_builder login("LOGIN");
   login.astring(mb_.email).astring(mb_.password.reveal());
   auto r = co_await run(login);
@@ -299,6 +305,80 @@ asio::awaitable<error_code> client::connect_and_login(
   }
   session_.set_literal_plus(has_capability("LITERAL+"));
   co_return error_code{};
+}
+
+asio::awaitable<error_code> client::authenticate() {
+  const bool bearer = mb_.auth == config::auth_method::oauthbearer;
+  const std::string mechanism = bearer ? "OAUTHBEARER" : "XOAUTH2";
+  if (!opts_.tokens) co_return fail(client_errc::auth_failed, "no OAuth2 token source");
+  if (!has_capability("AUTH=" + mechanism))
+    co_return fail(client_errc::mechanism_missing,
+                   "the server does not offer AUTH=" + mechanism + " (auth_method)");
+  const bool initial_response = has_capability("SASL-IR");
+  std::string refused;  // the first refusal, for the error text
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::string detail;
+    auto token = co_await opts_.tokens->get(detail);
+    if (!token) co_return fail(token.error(), detail);
+    const std::string sasl = bearer
+                                 ? auth::oauthbearer_initial_response(mb_.email, mb_.host, mb_.port,
+                                                                      token->value.reveal())
+                                 : auth::xoauth2_initial_response(mb_.email, token->value.reveal());
+    command_builder cmd("AUTHENTICATE");
+    cmd.atom(mechanism);
+    if (initial_response) cmd.atom(sasl);  // RFC 4959
+    const std::string tag = session_.submit(cmd);
+    if (auto ec = co_await flush()) co_return ec;
+    bool response_sent = initial_response;
+    std::string challenge;
+    std::optional<session::event> done;
+    while (!done) {
+      auto ev = co_await next_event(opts_.command_timeout);
+      if (!ev) co_return ev.error();
+      if (ev->k == session::event::kind::untagged) {
+        note_untagged(ev->resp);
+        continue;
+      }
+      if (ev->k == session::event::kind::continuation) {
+        if (!response_sent) {
+          session_.submit_continuation_response(sasl);
+          response_sent = true;
+        } else {
+          // An error challenge (RFC 7628 §3.2.2): answer it to get the NO.
+          challenge = auth::describe_error_challenge(ev->resp.text);
+          session_.submit_continuation_response(auth::error_challenge_answer(bearer));
+        }
+        if (auto ec = co_await flush()) co_return ec;
+        continue;
+      }
+      if (ev->resp.tag == tag) done = std::move(*ev);
+    }
+    const response& r = done->resp;
+    if (r.st == status::ok) {
+      if (r.code && r.code->name == "CAPABILITY") {
+        capabilities_ = decode_capabilities(r);
+      } else {
+        const command_builder capability_cmd("CAPABILITY");
+        auto c = co_await run(capability_cmd);
+        if (!c) co_return c.error();
+      }
+      session_.set_literal_plus(has_capability("LITERAL+"));
+      co_return error_code{};
+    }
+    const std::string text = "AUTHENTICATE " + mechanism + " " + status_name(*r.st) +
+                             (r.code ? " [" + r.code->name + "]" : std::string()) + ": " + r.text +
+                             (challenge.empty() ? "" : " (" + challenge + ")");
+    if (r.st == status::no && login_refusal_passes(r.code, r.text))
+      co_return fail(client_errc::login_deferred, text);
+    // The token may have expired or been revoked since it was issued: one
+    // more try with a new one; a second refusal is the credentials'.
+    opts_.tokens->reject(token->generation);
+    if (refused.empty()) refused = text;
+    if (attempt == 1)
+      co_return fail(client_errc::auth_failed,
+                     text + "; refused again with a new token from " + mb_.oauth2.token_url);
+  }
+  co_return fail(client_errc::auth_failed, refused);
 }
 
 asio::awaitable<error_code> client::select(const std::string& folder) {

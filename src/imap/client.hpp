@@ -4,6 +4,7 @@
 // called from anywhere on the same executor while idle() runs.
 #pragma once
 
+#include "common/secret.hpp"
 #include "config/model.hpp"
 #include "imap/proto/fetch_summary.hpp"
 #include "imap/proto/session.hpp"
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +34,7 @@ enum class client_errc {
   mailbox_missing,    // permanent: SELECT answered NO
   login_deferred,     // retriable: LOGIN answered NO for a passing reason (RFC 5530
                       // UNAVAILABLE, LIMIT, INUSE, SERVERBUG; Gmail's session limit)
+  mechanism_missing,  // permanent: the server does not offer AUTH=XOAUTH2 / OAUTHBEARER
 };
 const boost::system::error_category& client_category();
 inline boost::system::error_code make_error_code(client_errc e) {
@@ -40,12 +43,33 @@ inline boost::system::error_code make_error_code(client_errc e) {
 // True when reconnecting cannot help without an operator's change.
 bool is_permanent(const boost::system::error_code& ec);
 
+// Where the OAuth2 access token of AUTHENTICATE XOAUTH2 / OAUTHBEARER comes
+// from (auth::oauth2_token_source). Tokens are numbered so that a token the
+// server refused is renewed once, however many sessions saw it refused.
+class token_source {
+ public:
+  struct token {
+    secret value;
+    std::uint64_t generation = 0;
+  };
+  virtual ~token_source() = default;
+  // A token that is still valid. Errors: auth::token_errc (refused is
+  // permanent, unavailable retriable), with a reason in `error_detail` that
+  // never contains a token or a secret.
+  virtual boost::asio::awaitable<boost::system::result<token>> get(std::string& error_detail) = 0;
+  // The server refused this token: the next get() fetches a new one (unless
+  // a newer token exists already).
+  virtual void reject(std::uint64_t generation) = 0;
+};
+
 struct client_options {
   std::chrono::seconds connect_timeout{30};   // TCP connect + TLS handshake + greeting
   std::chrono::seconds command_timeout{120};  // silence allowed while a command runs
   std::chrono::seconds logout_timeout{5};
   limits parser_limits;
   std::size_t uid_set_max_chars = 1000;  // keeps command lines short (RFC 7162 §4: 8000 octets)
+  // Required with auth_method xoauth2 / oauthbearer.
+  std::shared_ptr<token_source> tokens;
 };
 
 // What UID FETCH (UID RFC822.SIZE FLAGS) tells about a message before its body
@@ -74,7 +98,8 @@ class client {
   client(boost::asio::any_io_executor ex, const config::mailbox& mb, client_options opts = {});
   ~client();
 
-  // TCP, implicit TLS or STARTTLS, greeting, CAPABILITY, LOGIN.
+  // TCP, implicit TLS or STARTTLS, greeting, CAPABILITY, then LOGIN or (with
+  // auth_method xoauth2 / oauthbearer) AUTHENTICATE with an OAuth2 token.
   // `on_step` is told "Starting TLS session" / "Logging into mailbox" for the log.
   boost::asio::awaitable<boost::system::error_code> connect_and_login(
       const std::function<void(const char*)>& on_step);
@@ -178,6 +203,9 @@ class client {
   boost::asio::awaitable<boost::system::error_code> uid_store(
       const std::vector<std::uint32_t>& uids, const std::string& op, const std::string& flags);
   boost::system::error_code fail(boost::system::error_code ec, std::string detail);
+  // AUTHENTICATE XOAUTH2 / OAUTHBEARER (SASL-IR when offered, RFC 4959); a
+  // refused token is renewed and tried once more.
+  boost::asio::awaitable<boost::system::error_code> authenticate();
 
   boost::asio::any_io_executor executor_;
   const config::mailbox& mb_;

@@ -30,7 +30,7 @@ struct reporter {
 
 asio::awaitable<void> check_imap(asio::any_io_executor ex, const config::mailbox& mb,
                                  reporter& rep) {
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   const bool ok = co_await open_mailbox(c, mb, true, detail);
   if (!ok) {
@@ -41,9 +41,15 @@ asio::awaitable<void> check_imap(asio::any_io_executor ex, const config::mailbox
     co_return;
   }
   const char* transport = mb.ssl.enabled ? "TLS" : mb.start_tls ? "STARTTLS" : "plain text";
+  const std::string login =
+      mb.auth == config::auth_method::login
+          ? "logged in as " + mb.email
+          : fmt::format("authenticated as {} with {} (OAuth2 token from {})", mb.email,
+                        mb.auth == config::auth_method::xoauth2 ? "XOAUTH2" : "OAUTHBEARER",
+                        mb.oauth2.token_url);
   rep.line(true, mb.label(), "imap",
-           fmt::format("{}:{} ({}), logged in as {}, EXAMINE {} (UIDVALIDITY {})", mb.host, mb.port,
-                       transport, mb.email, mb.name, c.uidvalidity()));
+           fmt::format("{}:{} ({}), {}, EXAMINE {} (UIDVALIDITY {})", mb.host, mb.port, transport,
+                       login, mb.name, c.uidvalidity()));
   co_await c.logout();
 }
 

@@ -1,9 +1,13 @@
 #include "ops/common.hpp"
 
+#include "auth/token_source.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <memory>
 #include <unordered_map>
 
 namespace mailroom::ops {
@@ -58,6 +62,18 @@ const config::mailbox* select_one_mailbox(const config::config& cfg, const std::
     return nullptr;
   }
   return hits.front();
+}
+
+imap::client_options client_options_for(asio::any_io_executor ex, const config::mailbox& mb) {
+  imap::client_options o;
+  o.connect_timeout = mb.connect_timeout;
+  o.command_timeout = mb.command_timeout;
+  if (mb.auth == config::auth_method::login) return o;
+  // An operator command opens a session or two: a token each is fine. Their
+  // requests share one HTTP client for the life of the process.
+  static const auto http = std::make_shared<delivery::http_client>(2);
+  o.tokens = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, http);
+  return o;
 }
 
 std::int64_t now_seconds() {

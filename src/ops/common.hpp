@@ -61,6 +61,10 @@ struct listed_message {
 // The header fields fetched for listings and filters.
 extern const char* const header_section;
 
+// The IMAP client options for `mb`: with auth_method xoauth2 / oauthbearer, a
+// token source for its OAuth2 credentials (one per process and credentials).
+imap::client_options client_options_for(boost::asio::any_io_executor ex, const config::mailbox& mb);
+
 // connect, LOGIN, then EXAMINE (read_only) or SELECT. On failure `detail`
 // says what failed, naming the mailbox and the cause (never a secret).
 boost::asio::awaitable<bool> open_mailbox(imap::client& c, const config::mailbox& mb,

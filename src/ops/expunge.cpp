@@ -19,7 +19,7 @@ namespace {
 asio::awaitable<int> expunge(asio::any_io_executor ex, const config::mailbox& mb,
                              const message_filter& filter, const invocation& inv) {
   auto& out = *inv.out;
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   if (!co_await open_mailbox(c, mb, inv.dry_run, detail)) {
     *inv.err << "mailroom: " << detail << "\n";

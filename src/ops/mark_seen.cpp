@@ -58,7 +58,7 @@ asio::awaitable<int> mark_seen(asio::any_io_executor ex, const config::mailbox& 
                                const message_filter& filter, const invocation& inv) {
   auto& out = *inv.out;
   const auto t0 = std::chrono::steady_clock::now();
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   // --dry-run changes nothing, so it needs no write access either.
   if (!co_await open_mailbox(c, mb, inv.dry_run, detail)) {

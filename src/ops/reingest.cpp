@@ -142,7 +142,7 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
                               const message_filter& filter, const invocation& inv) {
   auto& out = *inv.out;
   auto& err = *inv.err;
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   if (!co_await open_mailbox(c, mb, inv.dry_run, detail)) {
     err << "mailroom: " << detail << "\n";

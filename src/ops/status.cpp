@@ -18,7 +18,7 @@ using json = nlohmann::ordered_json;
 namespace {
 
 asio::awaitable<bool> imap_part(asio::any_io_executor ex, const config::mailbox& mb, json& j) {
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   if (!co_await open_mailbox(c, mb, true, detail)) {
     j["imap"] = {{"reachable", false}, {"error", detail}};

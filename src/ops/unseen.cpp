@@ -19,7 +19,7 @@ namespace {
 asio::awaitable<int> unseen(asio::any_io_executor ex, const config::mailbox& mb,
                             const message_filter& filter, const invocation& inv) {
   auto& out = *inv.out;
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   if (!co_await open_mailbox(c, mb, true, detail)) {
     *inv.err << "mailroom: " << detail << "\n";
@@ -58,7 +58,7 @@ asio::awaitable<int> unseen(asio::any_io_executor ex, const config::mailbox& mb,
 asio::awaitable<int> peek(asio::any_io_executor ex, const config::mailbox& mb,
                           const invocation& inv) {
   auto& out = *inv.out;
-  imap::client c(ex, mb);
+  imap::client c(ex, mb, client_options_for(ex, mb));
   std::string detail;
   if (!co_await open_mailbox(c, mb, true, detail)) {
     *inv.err << "mailroom: " << detail << "\n";

@@ -57,7 +57,10 @@ for s in "${interop[@]}"; do
   bg_pids+=($!)
 done
 
-"$HERE/start-dovecot.sh" "$D/dovecot" >> "$D/env.sh"
+# XOAUTH2 / OAUTHBEARER with locally validated HS256 JWTs (the integration
+# tests' token endpoint signs them with this key); a new key per start.
+DOVECOT_OAUTH2_HS256_SECRET="${DOVECOT_OAUTH2_HS256_SECRET:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}" \
+  "$HERE/start-dovecot.sh" "$D/dovecot" >> "$D/env.sh"
 "$HERE/start-redis.sh" "$D/redis" >> "$D/env.sh"
 # shellcheck disable=SC1091
 . "$D/env.sh"

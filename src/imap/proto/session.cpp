@@ -55,6 +55,12 @@ void session::submit_idle_done() {
       pos, chunk{"DONE\r\n", *idle_tag_, idle_continued_ ? gate::none : gate::idle_plus, false});
 }
 
+void session::submit_continuation_response(std::string_view line) {
+  std::string bytes(line);
+  bytes += "\r\n";
+  queue_.push_front(chunk{std::move(bytes), {}, gate::none, false});
+}
+
 std::string session::take_output() {
   std::string out;
   while (!queue_.empty() && queue_.front().wait == gate::none) {

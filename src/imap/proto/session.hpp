@@ -47,6 +47,12 @@ class session {
   /// already queued.
   void submit_idle_done();
 
+  /// Queues `line` and CRLF as the answer to a "+" continuation of the
+  /// command in flight, e.g. a SASL response to AUTHENTICATE (RFC 3501
+  /// §6.2.2). Written at once, ahead of any segment still waiting. `line`
+  /// must not contain CR or LF.
+  void submit_continuation_response(std::string_view line);
+
   /// Bytes to write now. Segments waiting for a "+" or for an IDLE to end are
   /// held back and come out of a later call.
   std::string take_output();

@@ -92,9 +92,21 @@ class fake_http_server {
   std::string url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
   }
+  // The status and body of the answers from now on.
+  void set_response(int status, std::string body) {
+    std::lock_guard lock(mutex_);
+    status_ = status;
+    response_body_ = std::move(body);
+  }
   void set_status(int status) {
     std::lock_guard lock(mutex_);
     status_ = status;
+  }
+
+  // Requests received so far (taken by next_request() or not).
+  std::size_t received() {
+    std::lock_guard lock(mutex_);
+    return received_;
   }
 
   // The next request received; fails (throws) if none arrives within 10 s.
@@ -169,17 +181,20 @@ class fake_http_server {
       req.body.append(buf, static_cast<std::size_t>(n));
     }
     int status;
+    std::string body;
     {
       std::lock_guard lock(mutex_);
       status = status_;
+      body = response_body_;
+      ++received_;
       requests_.push_back(std::move(req));
     }
     cv_.notify_all();
     if (status == 0) return;  // hang: the socket stays open until the server is destroyed
     const std::string response = "HTTP/1.1 " + std::to_string(status) + " Status\r\n" +
                                  "Content-Type: application/json\r\n" +
-                                 "Content-Length: " + std::to_string(response_body_.size()) +
-                                 "\r\nConnection: close\r\n\r\n" + response_body_;
+                                 "Content-Length: " + std::to_string(body.size()) +
+                                 "\r\nConnection: close\r\n\r\n" + body;
     std::size_t sent = 0;
     while (sent < response.size()) {
       const ssize_t n = ::send(fd, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
@@ -202,6 +217,7 @@ class fake_http_server {
   bool stopping_ = false;
   int status_;
   std::string response_body_;
+  std::size_t received_ = 0;
   std::deque<recorded_request> requests_;
   std::set<int> open_fds_;
   std::thread thread_;

@@ -1,6 +1,10 @@
 // imap::client against a scripted IMAP server on 127.0.0.1: the exact command
 // lines it writes, how it reads what the server answers, and how it fails.
 #include "imap/client.hpp"
+
+#include "auth/sasl.hpp"
+#include "auth/token_endpoint.hpp"
+#include "delivery/jwt.hpp"
 #include "support/async_test.hpp"
 #include "support/fake_imap_server.hpp"
 
@@ -266,6 +270,157 @@ TEST_F(ClientTest, ByeBeforeTheCloseIsTheErrorText) {
   EXPECT_EQ(ec, client_errc::server_bye) << ec.message();
   EXPECT_FALSE(is_permanent(ec));
   EXPECT_EQ(detail, "server said BYE: [ALERT] Too many simultaneous connections. (Failure)");
+}
+
+// --- AUTHENTICATE XOAUTH2 / OAUTHBEARER ----------------------------------------
+
+// Hands out "token-1", "token-2", ...; a rejected token is replaced.
+class fake_tokens : public token_source {
+ public:
+  asio::awaitable<boost::system::result<token>> get(std::string& detail) override {
+    ++gets;
+    if (fail) {
+      detail = "token endpoint http://127.0.0.1:1/token: HTTP 400: invalid_grant";
+      co_return fail;
+    }
+    co_return token{secret("token-" + std::to_string(generation)), generation};
+  }
+  void reject(std::uint64_t g) override {
+    rejected.push_back(g);
+    if (g == generation) ++generation;
+  }
+  std::uint64_t generation = 1;
+  int gets = 0;
+  std::vector<std::uint64_t> rejected;
+  error_code fail;
+};
+
+std::string xoauth2_line(const std::string& tag, int n) {
+  return tag + " AUTHENTICATE XOAUTH2 " +
+         auth::xoauth2_initial_response("incoming@example.com", "token-" + std::to_string(n));
+}
+
+class ClientOauthTest : public ClientTest {
+ protected:
+  ClientOauthTest() {
+    mb_.password = secret();
+    mb_.auth = config::auth_method::xoauth2;
+    mb_.oauth2.token_url = "http://127.0.0.1:1/token";
+    opts_.tokens = tokens_;
+  }
+  error_code login_result() {
+    error_code ec;
+    run([&](client& c) -> asio::awaitable<void> {
+      ec = co_await login(c);
+      detail_ = c.last_error();
+    });
+    return ec;
+  }
+  std::shared_ptr<fake_tokens> tokens_ = std::make_shared<fake_tokens>();
+  std::string detail_;
+};
+
+TEST_F(ClientOauthTest, Xoauth2WithSaslIr) {
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2 SASL-IR] fake ready")
+                  .expect(R"(^(\S+) AUTHENTICATE XOAUTH2 \S+$)")
+                  .tagged("OK [CAPABILITY IMAP4rev1 IDLE] Logged in"));
+  const error_code ec = login_result();
+  EXPECT_FALSE(ec) << ec.message() << ": " << detail_;
+  EXPECT_EQ(server_.transcript(0), lines{xoauth2_line("A0001", 1)});
+  EXPECT_EQ(tokens_->gets, 1);
+}
+
+TEST_F(ClientOauthTest, OauthbearerWithoutSaslIrWaitsForTheContinuation) {
+  mb_.auth = config::auth_method::oauthbearer;
+  const std::string ir = auth::oauthbearer_initial_response("incoming@example.com", "127.0.0.1",
+                                                            server_.port(), "token-1");
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=OAUTHBEARER] fake ready")
+                  .expect(R"(^(\S+) AUTHENTICATE OAUTHBEARER$)")
+                  .silence(50ms)  // the response waits for the "+"
+                  .line("+ ")
+                  .expect("^" + ir + "$")
+                  .tagged("OK Logged in")
+                  .expect(R"(^(\S+) CAPABILITY$)")
+                  .line("* CAPABILITY IMAP4rev1 IDLE")
+                  .tagged("OK Capability completed"));
+  const error_code ec = login_result();
+  EXPECT_FALSE(ec) << ec.message() << ": " << detail_;
+  EXPECT_EQ(server_.transcript(0),
+            (lines{"A0001 AUTHENTICATE OAUTHBEARER", ir, "A0002 CAPABILITY"}));
+}
+
+// A token the server refuses (expired, revoked) is replaced once; the
+// error challenge is answered with an empty line (XOAUTH2).
+TEST_F(ClientOauthTest, ARefusedTokenIsRenewedOnce) {
+  const std::string challenge = delivery::base64_encode(R"({"status":"401","schemes":"bearer"})");
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2 SASL-IR] fake ready")
+                  .expect(R"(^(\S+) AUTHENTICATE XOAUTH2 \S+$)")
+                  .line("+ " + challenge)
+                  .expect("^$")
+                  .tagged("NO [AUTHENTICATIONFAILED] Authentication failed.")
+                  .expect(R"(^(\S+) AUTHENTICATE XOAUTH2 \S+$)")
+                  .tagged("OK [CAPABILITY IMAP4rev1 IDLE] Logged in"));
+  const error_code ec = login_result();
+  EXPECT_FALSE(ec) << ec.message() << ": " << detail_;
+  EXPECT_EQ(server_.transcript(0), (lines{xoauth2_line("A0001", 1), "", xoauth2_line("A0002", 2)}));
+  EXPECT_EQ(tokens_->rejected, (std::vector<std::uint64_t>{1}));
+}
+
+TEST_F(ClientOauthTest, RefusedTwiceIsAPermanentRejectionWithoutTheToken) {
+  const std::string challenge = delivery::base64_encode(R"({"status":"401"})");
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2 SASL-IR] fake ready")
+                  .expect(R"(^(\S+) AUTHENTICATE XOAUTH2 \S+$)")
+                  .line("+ " + challenge)
+                  .expect("^$")
+                  .tagged("NO [AUTHENTICATIONFAILED] Authentication failed.")
+                  .expect(R"(^(\S+) AUTHENTICATE XOAUTH2 \S+$)")
+                  .line("+ " + challenge)
+                  .expect("^$")
+                  .tagged("NO [AUTHENTICATIONFAILED] Authentication failed.")
+                  .expect_eof());
+  const error_code ec = login_result();
+  EXPECT_EQ(ec, client_errc::auth_failed) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_EQ(detail_,
+            "AUTHENTICATE XOAUTH2 NO [AUTHENTICATIONFAILED]: Authentication failed. "
+            "({\"status\":\"401\"}); refused again with a new token from "
+            "http://127.0.0.1:1/token");
+  EXPECT_EQ(detail_.find("token-"), std::string::npos);
+  EXPECT_EQ(tokens_->rejected, (std::vector<std::uint64_t>{1, 2}));
+}
+
+TEST_F(ClientOauthTest, AServerWithoutTheMechanismIsAPermanentError) {
+  mb_.auth = config::auth_method::oauthbearer;
+  server_.add(
+      imap_script().line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2] fake ready").expect_eof());
+  const error_code ec = login_result();
+  EXPECT_EQ(ec, client_errc::mechanism_missing) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_EQ(tokens_->gets, 0);
+}
+
+TEST_F(ClientOauthTest, ATokenEndpointThatRefusesIsPermanentAndSendsNothing) {
+  tokens_->fail = auth::token_errc::refused;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2 SASL-IR] fake ready")
+                  .expect_eof());
+  error_code ec = login_result();
+  EXPECT_EQ(ec, auth::token_errc::refused) << ec.message();
+  EXPECT_TRUE(is_permanent(ec));
+  EXPECT_NE(detail_.find("invalid_grant"), std::string::npos) << detail_;
+  EXPECT_EQ(server_.transcript(0), lines{});
+
+  tokens_->fail = auth::token_errc::unavailable;
+  server_.add(imap_script()
+                  .line("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2 SASL-IR] fake ready")
+                  .expect_eof());
+  ec = login_result();
+  EXPECT_EQ(ec, auth::token_errc::unavailable) << ec.message();
+  EXPECT_FALSE(is_permanent(ec)) << "an endpoint that does not answer is retried";
 }
 
 TEST_F(ClientTest, PreauthGreetingNeedsNoLogin) {

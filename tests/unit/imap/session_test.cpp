@@ -48,6 +48,34 @@ TEST(session, tags_are_sequential_and_output_is_queued) {
   EXPECT_FALSE(s.has_pending("A0001"));
 }
 
+// AUTHENTICATE without SASL-IR (RFC 3501 §6.2.2): the "+" is reported, and
+// the SASL response goes out as its own line; an error challenge is answered
+// the same way, then the tagged NO ends the command.
+TEST(session, authenticate_answers_continuations_with_sasl_responses) {
+  session s;
+  command_builder auth("AUTHENTICATE");
+  auth.atom("XOAUTH2");
+  EXPECT_EQ(s.submit(auth), "A0001");
+  EXPECT_EQ(s.take_output(), "A0001 AUTHENTICATE XOAUTH2\r\n");
+  s.receive("+ \r\n");
+  auto es = events(s);
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_EQ(es[0].k, kind::continuation);
+  s.submit_continuation_response("dXNlcj1...");
+  EXPECT_EQ(s.take_output(), "dXNlcj1...\r\n");
+  s.receive("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+  es = events(s);
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_EQ(es[0].resp.text, "eyJzdGF0dXMiOiI0MDEifQ==");
+  s.submit_continuation_response("");
+  EXPECT_EQ(s.take_output(), "\r\n");
+  s.receive("A0001 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+  es = events(s);
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_EQ(es[0].k, kind::tagged);
+  EXPECT_FALSE(s.has_pending("A0001"));
+}
+
 TEST(session, tag_prefix_and_width) {
   session s;
   s.set_tag_prefix("mr");

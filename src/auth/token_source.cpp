@@ -1,0 +1,106 @@
+#include "auth/token_source.hpp"
+
+#include "auth/token_endpoint.hpp"
+
+#include <openssl/evp.h>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <utility>
+#include <vector>
+
+namespace mailroom::auth {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+oauth2_token_source::oauth2_token_source(asio::any_io_executor ex, config::oauth2_options opts,
+                                         std::shared_ptr<delivery::http_client> http)
+    : executor_(std::move(ex)),
+      opts_(std::move(opts)),
+      http_(std::move(http)),
+      refresh_token_(opts_.refresh_token) {}
+
+void oauth2_token_source::reject(std::uint64_t generation) {
+  // Only the token that was refused: a newer one was fetched meanwhile.
+  if (generation == generation_) renew_at_ = {};
+}
+
+asio::awaitable<boost::system::result<imap::token_source::token>> oauth2_token_source::get(
+    std::string& error_detail) {
+  if (generation_ != 0 && std::chrono::steady_clock::now() < renew_at_)
+    co_return token{token_, generation_};
+  if (fetching_) {
+    // One request at a time: wait for the one in flight and take its result.
+    auto t = std::make_shared<asio::steady_timer>(executor_, asio::steady_timer::time_point::max());
+    waiting_.push_back(t);
+    error_code ec;
+    co_await t->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    fetching_ = true;
+    co_await fetch();
+    fetching_ = false;
+    for (auto& t : waiting_) t->cancel();
+    waiting_.clear();
+  }
+  if (last_error_) {
+    error_detail = last_detail_;
+    co_return last_error_;
+  }
+  co_return token{token_, generation_};
+}
+
+asio::awaitable<void> oauth2_token_source::fetch() {
+  delivery::http_request req;
+  req.method = "POST";
+  req.url = opts_.token_url;
+  req.headers = {{"Content-Type", "application/x-www-form-urlencoded"},
+                 {"Accept", "application/json"}};
+  const std::string body = token_request_body(opts_, refresh_token_.reveal());
+  req.body = body;
+  req.connect_timeout = std::chrono::seconds(10);
+  req.total_timeout = std::chrono::seconds(30);
+  std::string detail;
+  auto response = co_await http_->perform(std::move(req), detail);
+  last_error_ = {};
+  last_detail_.clear();
+  const std::string where = "token endpoint " + opts_.token_url + ": ";
+  if (!response) {
+    ++failures_;
+    last_error_ = make_error_code(token_errc::unavailable);
+    last_detail_ = where + detail;
+    co_return;
+  }
+  auto grant = parse_token_response(response->status, response->body, detail);
+  if (!grant) {
+    ++failures_;
+    last_error_ = grant.error();
+    last_detail_ = where + detail;
+    if (grant.error() == token_errc::refused && !refresh_token_.empty())
+      last_detail_ += "; the refresh token may have been revoked or expired";
+    co_return;
+  }
+  token_ = secret(std::move(grant->access_token));
+  if (!grant->refresh_token.empty()) refresh_token_ = secret(std::move(grant->refresh_token));
+  ++generation_;
+  ++renewals_;
+  renew_at_ = std::chrono::steady_clock::now() + renew_after(grant->expires_in);
+}
+
+std::string credentials_key(const config::oauth2_options& o) {
+  // The secrets enter the key only through a digest.
+  const std::string material = o.token_url + '\0' + o.client_id + '\0' + o.client_secret.reveal() +
+                               '\0' + o.refresh_token.reveal() + '\0' + o.scope;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(material.data(), material.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+}  // namespace mailroom::auth
