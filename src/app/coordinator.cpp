@@ -185,6 +185,9 @@ int run_service(const config::config& cfg, const run_options& opts) {
   std::size_t running = watchers.size();
 
   auto finish = [&] {
+    // Every watcher is done, so no delivery is in flight: what the HTTP pool
+    // still runs (a token request nobody waits for) is abandoned.
+    if (http) http->abort_all();
     health.stop();
     signals.cancel();
     grace.cancel();

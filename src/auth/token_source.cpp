@@ -3,6 +3,9 @@
 #include "auth/token_endpoint.hpp"
 
 #include <openssl/evp.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -27,22 +30,26 @@ void oauth2_token_source::reject(std::uint64_t generation) {
 }
 
 asio::awaitable<boost::system::result<imap::token_source::token>> oauth2_token_source::get(
-    std::string& error_detail) {
+    std::string& error_detail, std::shared_ptr<wait_handle> wait) {
   if (generation_ != 0 && std::chrono::steady_clock::now() < renew_at_)
     co_return token{token_, generation_};
-  if (fetching_) {
-    // One request at a time: wait for the one in flight and take its result.
-    auto t = std::make_shared<asio::steady_timer>(executor_, asio::steady_timer::time_point::max());
-    waiting_.push_back(t);
-    error_code ec;
-    co_await t->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  } else {
+  // One request at a time, whoever asks; it runs detached so that a caller
+  // can give up waiting without cancelling it for the others.
+  auto w = std::make_shared<waiter>(executor_);
+  waiting_.push_back(w);
+  if (!fetching_) {
     fetching_ = true;
-    co_await fetch();
-    fetching_ = false;
-    for (auto& t : waiting_) t->cancel();
-    waiting_.clear();
+    asio::co_spawn(executor_, fetch(shared_from_this()), asio::detached);
   }
+  if (wait) {
+    wait->cancel = [weak = std::weak_ptr<waiter>(w)] {
+      if (auto p = weak.lock()) p->wake.cancel();
+    };
+  }
+  error_code ec;
+  co_await w->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (wait) wait->cancel = nullptr;
+  if (!w->answered) co_return make_error_code(asio::error::operation_aborted);
   if (last_error_) {
     error_detail = last_detail_;
     co_return last_error_;
@@ -50,41 +57,45 @@ asio::awaitable<boost::system::result<imap::token_source::token>> oauth2_token_s
   co_return token{token_, generation_};
 }
 
-asio::awaitable<void> oauth2_token_source::fetch() {
+asio::awaitable<void> oauth2_token_source::fetch(std::shared_ptr<oauth2_token_source> self) {
+  oauth2_token_source& s = *self;
   delivery::http_request req;
   req.method = "POST";
-  req.url = opts_.token_url;
+  req.url = s.opts_.token_url;
   req.headers = {{"Content-Type", "application/x-www-form-urlencoded"},
                  {"Accept", "application/json"}};
-  const std::string body = token_request_body(opts_, refresh_token_.reveal());
+  const std::string body = token_request_body(s.opts_, s.refresh_token_.reveal());
   req.body = body;
   req.connect_timeout = std::chrono::seconds(10);
   req.total_timeout = std::chrono::seconds(30);
   std::string detail;
-  auto response = co_await http_->perform(std::move(req), detail);
-  last_error_ = {};
-  last_detail_.clear();
-  const std::string where = "token endpoint " + opts_.token_url + ": ";
+  auto response = co_await s.http_->perform(std::move(req), detail);
+  s.last_error_ = {};
+  s.last_detail_.clear();
+  const std::string where = "token endpoint " + s.opts_.token_url + ": ";
   if (!response) {
-    ++failures_;
-    last_error_ = make_error_code(token_errc::unavailable);
-    last_detail_ = where + detail;
-    co_return;
+    ++s.failures_;
+    s.last_error_ = make_error_code(token_errc::unavailable);
+    s.last_detail_ = where + detail;
+  } else if (auto grant = parse_token_response(response->status, response->body, detail); !grant) {
+    ++s.failures_;
+    s.last_error_ = grant.error();
+    s.last_detail_ = where + detail;
+    if (grant.error() == token_errc::refused && !s.refresh_token_.empty())
+      s.last_detail_ += "; the refresh token may have been revoked or expired";
+  } else {
+    s.token_ = secret(std::move(grant->access_token));
+    if (!grant->refresh_token.empty()) s.refresh_token_ = secret(std::move(grant->refresh_token));
+    ++s.generation_;
+    ++s.renewals_;
+    s.renew_at_ = std::chrono::steady_clock::now() + renew_after(grant->expires_in);
   }
-  auto grant = parse_token_response(response->status, response->body, detail);
-  if (!grant) {
-    ++failures_;
-    last_error_ = grant.error();
-    last_detail_ = where + detail;
-    if (grant.error() == token_errc::refused && !refresh_token_.empty())
-      last_detail_ += "; the refresh token may have been revoked or expired";
-    co_return;
+  s.fetching_ = false;
+  for (auto& w : s.waiting_) {
+    w->answered = true;
+    w->wake.cancel();
   }
-  token_ = secret(std::move(grant->access_token));
-  if (!grant->refresh_token.empty()) refresh_token_ = secret(std::move(grant->refresh_token));
-  ++generation_;
-  ++renewals_;
-  renew_at_ = std::chrono::steady_clock::now() + renew_after(grant->expires_in);
+  s.waiting_.clear();
 }
 
 std::string credentials_key(const config::oauth2_options& o) {

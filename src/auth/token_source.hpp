@@ -20,12 +20,18 @@
 
 namespace mailroom::auth {
 
-class oauth2_token_source : public imap::token_source {
+// Make it with std::make_shared: a request keeps its source alive.
+class oauth2_token_source : public imap::token_source,
+                            public std::enable_shared_from_this<oauth2_token_source> {
  public:
   oauth2_token_source(boost::asio::any_io_executor ex, config::oauth2_options opts,
                       std::shared_ptr<delivery::http_client> http);
 
-  boost::asio::awaitable<boost::system::result<token>> get(std::string& error_detail) override;
+  // Waits for the token; the request itself runs on without the caller, so a
+  // caller that is cancelled (a session closed at shutdown) returns at once
+  // with operation_aborted.
+  boost::asio::awaitable<boost::system::result<token>> get(
+      std::string& error_detail, std::shared_ptr<wait_handle> wait) override;
   void reject(std::uint64_t generation) override;
 
   // For /metrics and tests: tokens obtained, and failed requests.
@@ -33,7 +39,13 @@ class oauth2_token_source : public imap::token_source {
   std::uint64_t failures() const { return failures_; }
 
  private:
-  boost::asio::awaitable<void> fetch();
+  struct waiter {
+    explicit waiter(boost::asio::any_io_executor ex)
+        : wake(ex, boost::asio::steady_timer::time_point::max()) {}
+    boost::asio::steady_timer wake;
+    bool answered = false;
+  };
+  static boost::asio::awaitable<void> fetch(std::shared_ptr<oauth2_token_source> self);
 
   boost::asio::any_io_executor executor_;
   config::oauth2_options opts_;
@@ -46,7 +58,7 @@ class oauth2_token_source : public imap::token_source {
   boost::system::error_code last_error_;
   std::string last_detail_;
   bool fetching_ = false;
-  std::deque<std::shared_ptr<boost::asio::steady_timer>> waiting_;
+  std::deque<std::shared_ptr<waiter>> waiting_;
   std::uint64_t renewals_ = 0;
   std::uint64_t failures_ = 0;
 };

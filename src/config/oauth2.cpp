@@ -3,7 +3,9 @@
 // longer accept).
 #include "config/parse.hpp"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <cctype>
@@ -117,7 +119,12 @@ void read_oauth2(map_view& o, mailbox& mb) {
 
 bool is_loopback_host(std::string_view host) {
   const std::string h = lower(std::string(host));
-  return h == "localhost" || h == "::1" || h.starts_with("127.");
+  if (h == "localhost") return true;
+  // An address, not a name: "127.evil.example" is a DNS name anyone can own.
+  in_addr v4{};
+  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, h.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 void read_auth(map_view& m, mailbox& mb) {

@@ -64,6 +64,10 @@ class http_client {
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;
 
+  // Aborts the requests in flight (within about a second) and refuses new
+  // ones: for a shutdown that has nothing left to deliver.
+  void abort_all() { stopping_.store(true, std::memory_order_relaxed); }
+
   // Performs `req` on the pool and resumes the caller on its own executor.
   // Any HTTP answer, whatever its status, is a response. Errors are in the
   // delivery category:

@@ -318,8 +318,13 @@ asio::awaitable<error_code> client::authenticate() {
   std::string refused;  // the first refusal, for the error text
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string detail;
-    auto token = co_await opts_.tokens->get(detail);
-    if (!token) co_return fail(token.error(), detail);
+    // The request may take its time (up to its own timeout); close() ends
+    // the wait, so that a shutdown need not wait for it.
+    auto token = co_await opts_.tokens->get(detail, token_wait_);
+    if (!token)
+      co_return fail(token.error(), token.error() == asio::error::operation_aborted
+                                        ? "waiting for an OAuth2 token: session closed"
+                                        : detail);
     const std::string sasl = bearer
                                  ? auth::oauthbearer_initial_response(mb_.email, mb_.host, mb_.port,
                                                                       token->value.reveal())
@@ -621,6 +626,7 @@ asio::awaitable<void> client::logout() {
 }
 
 void client::close() {
+  if (token_wait_->cancel) token_wait_->cancel();
   *alive_ = false;
   alive_ = std::make_shared<bool>(true);
   if (idle_timer_) idle_timer_->cancel();

@@ -52,11 +52,17 @@ class token_source {
     secret value;
     std::uint64_t generation = 0;
   };
+  // While get() waits, `cancel` ends the wait (get() then returns
+  // operation_aborted); empty otherwise. The caller keeps it alive.
+  struct wait_handle {
+    std::function<void()> cancel;
+  };
   virtual ~token_source() = default;
   // A token that is still valid. Errors: auth::token_errc (refused is
   // permanent, unavailable retriable), with a reason in `error_detail` that
   // never contains a token or a secret.
-  virtual boost::asio::awaitable<boost::system::result<token>> get(std::string& error_detail) = 0;
+  virtual boost::asio::awaitable<boost::system::result<token>> get(
+      std::string& error_detail, std::shared_ptr<wait_handle> wait) = 0;
   // The server refused this token: the next get() fetches a new one (unless
   // a newer token exists already).
   virtual void reject(std::uint64_t generation) = 0;
@@ -226,6 +232,9 @@ class client {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::string idle_tag_;
   std::shared_ptr<boost::asio::steady_timer> idle_timer_;
+  // Ends a wait for an OAuth2 token when the session is closed (shutdown).
+  std::shared_ptr<token_source::wait_handle> token_wait_ =
+      std::make_shared<token_source::wait_handle>();
   std::string last_error_;
   // Starts small (an idle session needs little), doubles while reads fill it,
   // back to the minimum before each IDLE.

@@ -180,7 +180,15 @@ log::fields watcher::context_line(const char* action) const {
 
 void watcher::stop() {
   stopping_ = true;
-  if (current_) current_->interrupt_idle();
+  if (current_) {
+    // Nothing is in flight before SELECT: a login (or the wait for its OAuth2
+    // token) is abandoned rather than waited for.
+    if (state_ == watcher_state::connecting) {
+      current_->close();
+    } else {
+      current_->interrupt_idle();
+    }
+  }
   if (sleep_timer_) sleep_timer_->cancel();
 }
 
@@ -361,8 +369,9 @@ asio::awaitable<error_code> watcher::expunge_leftovers(imap::client& c) {
   co_return error_code{};
 }
 
-asio::awaitable<error_code> watcher::set_aside_oversize(
-    imap::client& c, const std::vector<imap::message_meta>& big, pass_state& pass) {
+asio::awaitable<error_code> watcher::set_aside_oversize(imap::client& c,
+                                                        const std::vector<imap::message_meta>& big,
+                                                        pass_state& pass) {
   std::vector<std::uint32_t> uids;
   for (const auto& m : big) {
     auto f = context_line("message too large, not delivered");

@@ -38,7 +38,7 @@ class TokenSourceTest : public ::testing::Test {
   result get(oauth2_token_source& s) {
     result r = boost::system::error_code{};
     std::string detail;
-    auto body = [&]() -> asio::awaitable<void> { r = co_await s.get(detail); };
+    auto body = [&]() -> asio::awaitable<void> { r = co_await s.get(detail, nullptr); };
     const auto run = test::run_bounded(io_, body(), 10s);
     EXPECT_TRUE(run.finished);
     detail_ = detail;
@@ -53,7 +53,8 @@ class TokenSourceTest : public ::testing::Test {
 };
 
 TEST_F(TokenSourceTest, AsksOnceAndKeepsTheToken) {
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   auto r = get(s);
   ASSERT_TRUE(r) << r.error().message() << ": " << detail_;
   EXPECT_EQ(r->value.reveal(), "at-1");
@@ -73,13 +74,15 @@ TEST_F(TokenSourceTest, AsksOnceAndKeepsTheToken) {
 }
 
 TEST_F(TokenSourceTest, ManyCallersOneRequest) {
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   std::vector<result> got(5, boost::system::error_code{});
   std::string detail;
   auto all = [&]() -> asio::awaitable<void> {
     for (auto& g : got)
       asio::co_spawn(
-          io_, [&]() -> asio::awaitable<void> { g = co_await s.get(detail); }, asio::detached);
+          io_, [&]() -> asio::awaitable<void> { g = co_await s.get(detail, nullptr); },
+          asio::detached);
     co_return;
   };
   test::run_bounded(io_, all(), 10s);
@@ -91,7 +94,8 @@ TEST_F(TokenSourceTest, ManyCallersOneRequest) {
 }
 
 TEST_F(TokenSourceTest, ARejectedTokenIsRenewedOnceAndARotatedRefreshTokenUsed) {
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   ASSERT_TRUE(get(s));
   server_.next_request();
   server_.set_response(200,
@@ -116,7 +120,8 @@ TEST_F(TokenSourceTest, ARejectedTokenIsRenewedOnceAndARotatedRefreshTokenUsed) 
 TEST_F(TokenSourceTest, AnExpiringTokenIsRenewed) {
   // A 2 s token is renewed half-way: after 1 s a new one is asked for.
   server_.set_response(200, R"({"access_token":"short","expires_in":2})");
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   ASSERT_TRUE(get(s));
   std::this_thread::sleep_for(1100ms);  // the token's own lifetime, not the code's speed
   server_.set_response(200, R"({"access_token":"next","expires_in":3600})");
@@ -129,7 +134,8 @@ TEST_F(TokenSourceTest, AnExpiringTokenIsRenewed) {
 TEST_F(TokenSourceTest, ARefusedRefreshTokenIsPermanentAndNamedWithoutSecrets) {
   server_.set_response(
       400, R"({"error":"invalid_grant","error_description":"Token has been revoked."})");
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   auto r = get(s);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), token_errc::refused);
@@ -139,9 +145,39 @@ TEST_F(TokenSourceTest, ARefusedRefreshTokenIsPermanentAndNamedWithoutSecrets) {
   EXPECT_EQ(s.failures(), 1u);
 }
 
+// A caller can stop waiting (a session closed at shutdown) while the request
+// runs on; aborting the HTTP client then ends the request too.
+TEST_F(TokenSourceTest, AWaitCanBeCancelledWhileTheRequestHangs) {
+  server_.set_response(0, "");  // never answers
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto handle = std::make_shared<imap::token_source::wait_handle>();
+  result got = boost::system::error_code{};
+  std::string detail;
+  auto body = [&]() -> asio::awaitable<void> {
+    asio::co_spawn(
+        io_, [&]() -> asio::awaitable<void> { got = co_await source->get(detail, handle); },
+        asio::detached);
+    // Once the endpoint has the request, give up waiting for it.
+    asio::steady_timer poll(io_);
+    while (server_.received() == 0) {
+      poll.expires_after(5ms);
+      co_await poll.async_wait(asio::use_awaitable);
+    }
+    EXPECT_TRUE(handle->cancel) << "no wait to cancel";
+    if (handle->cancel) handle->cancel();
+    http_->abort_all();
+  };
+  const auto run = test::run_bounded(io_, body(), 10s);
+  ASSERT_TRUE(run.finished);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), asio::error::operation_aborted);
+  EXPECT_FALSE(handle->cancel) << "the handle is cleared once get() returned";
+}
+
 TEST_F(TokenSourceTest, AnEndpointThatCannotBeReachedIsRetriable) {
   opts_.token_url = "http://127.0.0.1:1/token";
-  oauth2_token_source s(io_.get_executor(), opts_, http_);
+  auto source = std::make_shared<oauth2_token_source>(io_.get_executor(), opts_, http_);
+  auto& s = *source;
   auto r = get(s);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), token_errc::unavailable);

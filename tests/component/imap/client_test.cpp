@@ -277,7 +277,8 @@ TEST_F(ClientTest, ByeBeforeTheCloseIsTheErrorText) {
 // Hands out "token-1", "token-2", ...; a rejected token is replaced.
 class fake_tokens : public token_source {
  public:
-  asio::awaitable<boost::system::result<token>> get(std::string& detail) override {
+  asio::awaitable<boost::system::result<token>> get(std::string& detail,
+                                                    std::shared_ptr<wait_handle>) override {
     ++gets;
     if (fail) {
       detail = "token endpoint http://127.0.0.1:1/token: HTTP 400: invalid_grant";

@@ -111,6 +111,22 @@ TEST(oauth2, mistakes_name_the_key_and_line) {
   }
 }
 
+TEST(oauth2, only_loopback_addresses_may_take_plain_http) {
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "localhost", "[::1]"}) {
+    auto r = load(head + "    auth_method: xoauth2\n    oauth2: {token_url: 'http://" + host +
+                  ":8080/token', client_id: c, client_secret: s}\n");
+    EXPECT_TRUE(r.ok()) << host << "\n" << test::dump(r);
+  }
+  // Names that merely look local are anyone's to register.
+  for (const char* host :
+       {"127.attacker.example", "127.0.0.1.nip.io", "localhost.example", "evil.example"}) {
+    auto r = load(head + "    auth_method: xoauth2\n    oauth2: {token_url: 'http://" + host +
+                  "/token', client_id: c, client_secret: s}\n");
+    EXPECT_FALSE(r.ok()) << host;
+    EXPECT_DIAG(r, "oauth2.token_url: http:// is accepted only for a loopback host");
+  }
+}
+
 TEST(oauth2, missing_pieces) {
   auto r = load(head + "    auth_method: xoauth2\n");
   EXPECT_DIAG(r,
