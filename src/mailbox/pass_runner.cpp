@@ -1,0 +1,323 @@
+#include "mailbox/pass_runner.hpp"
+
+#include "delivery/errc.hpp"
+#include "mime/headers.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <map>
+#include <utility>
+
+namespace mailroom::mailbox {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+nlohmann::ordered_json id_list(const std::vector<std::uint32_t>& ids) {
+  nlohmann::ordered_json j;
+  j["count"] = ids.size();
+  j["ids"] = ids;
+  return j;
+}
+
+// Runs the operations concurrently and returns their results in input order.
+// The Redis client pipelines concurrent commands and the HTTP client runs
+// requests on its pool, so a batch costs about one round trip, not one each.
+template <typename T>
+asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
+                                        std::vector<asio::awaitable<T>> ops) {
+  // A ranged parallel_group over no operations never completes.
+  if (ops.empty()) co_return std::vector<T>{};
+  using op_type = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<T>>(), asio::deferred));
+  std::vector<op_type> spawned;
+  spawned.reserve(ops.size());
+  for (auto& op : ops) spawned.push_back(asio::co_spawn(ex, std::move(op), asio::deferred));
+  auto [order, exceptions, results] =
+      co_await asio::experimental::make_parallel_group(std::move(spawned))
+          .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  for (const auto& e : exceptions)
+    if (e) std::rethrow_exception(e);
+  co_return std::move(results);
+}
+
+asio::awaitable<bool> release(std::shared_ptr<arbitration::arbitrator> a,
+                              arbitration::claim_request req) {
+  co_await a->release(req);
+  co_return true;
+}
+
+asio::awaitable<bool> record(std::shared_ptr<arbitration::arbitrator> a,
+                             arbitration::claim_request req, std::string jid) {
+  co_await a->mark_delivered(req, jid);
+  co_return true;
+}
+
+}  // namespace
+
+// One pass on the event loop: the engine, and the bodies that wait for a
+// delivery slot. Deliveries hold it until they complete.
+struct pass_runner::pass_run {
+  pass_run(asio::any_io_executor ex, const pass_settings& s, std::vector<std::uint32_t> keys)
+      : engine(s, std::move(keys)), wake(ex, asio::steady_timer::time_point::max()) {}
+  pass_engine engine;
+  std::map<std::uint32_t, mail_message> queued;
+  // Never expires: cancelled when a delivery completes (or stop()), which is
+  // what a `wait` action waits for.
+  asio::steady_timer wake;
+};
+
+pass_runner::pass_runner(asio::any_io_executor ex, std::shared_ptr<delivery::deliverer> deliverer,
+                         std::shared_ptr<arbitration::arbitrator> arbitrator,
+                         std::shared_ptr<log::logger> log,
+                         std::function<log::fields(const char*)> context_line,
+                         watcher_health& health)
+    : executor_(ex),
+      deliverer_(std::move(deliverer)),
+      arbitrator_(std::move(arbitrator)),
+      log_(std::move(log)),
+      context_line_(std::move(context_line)),
+      health_(health) {}
+
+pass_runner::~pass_runner() = default;
+
+void pass_runner::stop() {
+  stopping_ = true;
+  if (!pass_) return;
+  apply(pass_, pass_->engine.stop());
+  pass_->wake.cancel();
+}
+
+asio::awaitable<void> pass_runner::deliver_one(std::shared_ptr<pass_run> run, mail_message m) {
+  const std::uint32_t key = m.uid;
+  // Started a moment after it was ordered: the target may have failed (or
+  // shutdown begun) meanwhile, and then it is not sent.
+  if (!run->engine.may_send()) {
+    delivery_done(run, key, delivery_outcome::not_sent, {});
+    co_return;
+  }
+  auto f = context_line_("sending to deliverer");
+  f["uid"] = m.uid;
+  f["jid"] = m.id;
+  // For finding a message in the logs; the jid is what identifies a delivery.
+  if (auto mid = mime::message_id(m.body)) f["message_id"] = *mid;
+  f["deliverer"] = deliverer_->class_name();
+  f["byte_size"] = m.body.size();
+  log_->info(f);
+  delivery::result r;
+  try {
+    r = co_await deliverer_->deliver(m);
+  } catch (const std::exception& e) {  // not expected: a deliverer reports failures as values
+    r.ec = delivery::errc::target_unavailable;
+    r.detail = std::string("the deliverer failed: ") + e.what();
+  }
+  m.body = std::string();  // freed as soon as the target has answered
+  delivery_done(run, key, r.ok() ? delivery_outcome::delivered : delivery_outcome::failed, r);
+}
+
+void pass_runner::delivery_done(const std::shared_ptr<pass_run>& run, std::uint32_t key,
+                                delivery_outcome outcome, const delivery::result& r) {
+  if (outcome == delivery_outcome::delivered) {
+    health_.target_ok = true;
+  } else if (outcome == delivery_outcome::failed) {
+    auto w = context_line_("delivery failed");
+    w["uid"] = key;
+    w["error"] = r.ec.message() + (r.detail.empty() ? "" : ": " + r.detail);
+    w["message_left_in_mailbox"] = true;
+    log_->warn(w);
+    ++health_.counters.delivery_failures;
+    health_.target_ok = false;
+    health_.last_error = w["error"].get<std::string>();
+  }
+  apply(run, run->engine.delivery_done(key, outcome));
+  run->wake.cancel();
+}
+
+void pass_runner::apply(const std::shared_ptr<pass_run>& run, const delivery_orders& orders) {
+  for (const auto key : orders.drop) run->queued.erase(key);
+  for (const auto key : orders.start) {
+    auto it = run->queued.find(key);
+    if (it == run->queued.end()) continue;
+    mail_message m = std::move(it->second);
+    run->queued.erase(it);
+    asio::co_spawn(executor_, deliver_one(run, std::move(m)), asio::detached);
+  }
+}
+
+asio::awaitable<std::vector<claim_answer>> pass_runner::claim_batch(
+    const inbox& in, const std::vector<std::uint32_t>& batch, pass_result& result) {
+  std::vector<arbitration::claim_request> requests;
+  std::vector<std::string> details(batch.size());
+  requests.reserve(batch.size());
+  std::vector<asio::awaitable<arbitration::claim_result>> claims;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto f = context_line_("asking arbiter to deliver");
+    f["uid"] = batch[i];
+    f["arbitrator"] = arbitrator_->class_name();
+    log_->info(f);
+    requests.push_back(in.claim_request(batch[i]));
+    claims.push_back(arbitrator_->claim(requests.back(), details[i]));
+  }
+  const auto answers = co_await run_all(executor_, std::move(claims));
+  health_.progress();
+  std::vector<claim_answer> out;
+  std::vector<std::uint32_t> granted;
+  std::vector<std::uint32_t> already;
+  bool store_down = false;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    switch (answers[i]) {
+      case arbitration::claim_result::granted:
+        out.push_back(claim_answer::granted);
+        granted.push_back(batch[i]);
+        break;
+      case arbitration::claim_result::delivered:
+        out.push_back(claim_answer::delivered);
+        already.push_back(batch[i]);
+        break;
+      case arbitration::claim_result::taken:
+        out.push_back(claim_answer::taken);
+        ++health_.counters.claimed_elsewhere;
+        result.claimed_elsewhere = true;
+        break;
+      case arbitration::claim_result::unavailable:
+        out.push_back(claim_answer::unavailable);
+        if (!store_down) {
+          auto w = context_line_("arbitration unavailable");
+          w["uid"] = batch[i];
+          w["error"] = details[i];
+          log_->warn(w);
+          health_.last_error = details[i];
+          health_.target_ok = false;
+          store_down = true;
+        }
+        break;
+    }
+  }
+  auto g = context_line_("Getting new messages");
+  g["unread"] = id_list(batch);
+  g["to_be_delivered"] = id_list(granted);
+  if (!already.empty()) g["already_delivered"] = id_list(already);
+  log_->info(g);
+  co_return out;
+}
+
+asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32_t> keys,
+                                              const pass_settings& settings) {
+  pass_result result;
+  const auto run = std::make_shared<pass_run>(executor_, settings, std::move(keys));
+  pass_ = run;
+  if (stopping_) apply(run, run->engine.stop());
+
+  // The engine decides; this loop only carries its actions out.
+  for (;;) {
+    const pass_action a = run->engine.next();
+    for (const auto& n : run->engine.take_notes()) {
+      if (n.what != pass_note::kind::waiting_for_deliveries) continue;
+      auto d = context_line_("waiting for deliveries before fetching more");
+      d["in_flight"] = n.in_flight;
+      d["held_bytes"] = n.held_bytes;
+      log_->debug(d);
+    }
+    switch (a.what) {
+      case pass_action::kind::wait: {
+        error_code ec;
+        co_await run->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        health_.progress();
+        break;
+      }
+      case pass_action::kind::fetch_sizes: {
+        // Sizes first: an oversize message is never fetched (it would have
+        // to be held whole), and the batch is cut to the budgets.
+        std::vector<message_size> sizes;
+        const error_code ec = co_await in.sizes(a.uids, sizes);
+        if (!ec) health_.progress();
+        run->engine.sizes_fetched(ec, sizes);
+        break;
+      }
+      case pass_action::kind::set_aside: {
+        health_.counters.oversize += a.uids.size();
+        const auto r = co_await in.set_aside(a.uids);
+        run->engine.set_aside_done(r.first, r.second);
+        break;
+      }
+      case pass_action::kind::claim: {
+        const auto answers = co_await claim_batch(in, a.uids, result);
+        run->engine.claimed(answers);
+        break;
+      }
+      case pass_action::kind::fetch_bodies: {
+        // Each message goes to the deliverer as soon as it has arrived, so
+        // its delivery overlaps the transfer of the rest of the batch, and
+        // its body is freed as soon as its delivery returns.
+        const body_sink on_body = [this, &run, &in](std::uint32_t key, std::string&& body) {
+          const body_fate fate = run->engine.body_arrived(key, body.size());
+          if (fate == body_fate::drop) return;
+          mail_message m = in.message(key, std::move(body));
+          if (fate == body_fate::deliver) {
+            asio::co_spawn(executor_, deliver_one(run, std::move(m)), asio::detached);
+            return;
+          }
+          auto w = context_line_("delivery waiting for a free slot");
+          w["uid"] = key;
+          w["in_flight"] = run->engine.deliveries_running();
+          log_->debug(w);
+          run->queued.emplace(key, std::move(m));
+        };
+        const error_code ec = co_await in.fetch_bodies(a.uids, on_body);
+        if (!ec) health_.progress();
+        run->engine.bodies_fetched(ec);
+        break;
+      }
+      case pass_action::kind::release: {
+        std::vector<asio::awaitable<bool>> ops;
+        for (const auto key : a.uids) ops.push_back(release(arbitrator_, in.claim_request(key)));
+        co_await run_all(executor_, std::move(ops));
+        run->engine.released();
+        break;
+      }
+      case pass_action::kind::record: {
+        std::vector<asio::awaitable<bool>> ops;
+        for (const auto key : a.uids)
+          ops.push_back(record(arbitrator_, in.claim_request(key), in.message(key, {}).id));
+        co_await run_all(executor_, std::move(ops));
+        run->engine.recorded();
+        break;
+      }
+      case pass_action::kind::flag: {
+        const error_code ec = co_await in.mark_delivered(a.uids, a.delete_too);
+        const pass_summary before = run->engine.summary();
+        run->engine.flagged(ec);
+        if (ec) break;
+        health_.progress();
+        health_.counters.delivered += run->engine.summary().delivered - before.delivered;
+        health_.counters.already_delivered +=
+            run->engine.summary().already_delivered - before.already_delivered;
+        break;
+      }
+      case pass_action::kind::expunge: {
+        const error_code ec = co_await in.expunge(a.uids);
+        run->engine.expunged(ec);
+        break;
+      }
+      case pass_action::kind::done: {
+        const pass_summary& s = run->engine.summary();
+        result.ec = s.ec;
+        result.delivery_failed = s.delivery_failed;
+        result.delivered = s.delivered;
+        result.claimed_elsewhere = result.claimed_elsewhere || s.claimed_elsewhere;
+        result.bytes_fetched = s.bytes_fetched;
+        pass_.reset();
+        co_return result;
+      }
+    }
+  }
+}
+
+}  // namespace mailroom::mailbox

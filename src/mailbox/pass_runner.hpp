@@ -1,0 +1,89 @@
+// Runs a pass_engine on the event loop: carries its actions out on an inbox,
+// the arbitration store and the deliverer, and feeds the answers back. It
+// decides nothing itself; what it adds is the logging, the counters and the
+// health state that the watchers of every inbox kind share.
+#pragma once
+
+#include "arbitration/arbitrator.hpp"
+#include "common/logger.hpp"
+#include "delivery/deliverer.hpp"
+#include "mailbox/inbox.hpp"
+#include "mailbox/pass_engine.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace mailroom::mailbox {
+
+// What a watcher counts, for /metrics (all monotonic except where noted).
+struct watcher_counters {
+  std::uint64_t delivered = 0;          // acknowledged by the target and flagged
+  std::uint64_t delivery_failures = 0;  // left unseen for a retry
+  std::uint64_t already_delivered = 0;  // found unflagged with a "delivered" record: flagged
+  std::uint64_t claimed_elsewhere = 0;  // skipped: another instance holds the claim
+  std::uint64_t oversize = 0;           // larger than max_message_size: flagged or moved
+  std::uint64_t connects = 0;           // sessions that reached SELECT
+  std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
+  std::uint64_t uidvalidity_changes = 0;
+  std::uint64_t expunged_leftovers = 0;  // \Deleted messages expunged at session start
+};
+
+// A watcher's state that its passes update.
+struct watcher_health {
+  watcher_counters counters;
+  // False after a delivery failed because of the target (Redis down, webhook
+  // failing) until a delivery succeeds again: /readiness.
+  bool target_ok = true;
+  std::string last_error;  // the last connection or delivery error
+  std::chrono::steady_clock::time_point last_progress = std::chrono::steady_clock::now();
+  void progress() { last_progress = std::chrono::steady_clock::now(); }
+};
+
+struct pass_result {
+  boost::system::error_code ec;     // the inbox failed: reconnect
+  bool delivery_failed = false;     // back off, then retry (retry_schedule)
+  std::size_t delivered = 0;        // acknowledged and flagged in this pass
+  bool claimed_elsewhere = false;   // look again once those claims may have expired
+  std::uint64_t bytes_fetched = 0;  // message bytes fetched in this pass
+};
+
+class pass_runner {
+ public:
+  // `context_line(action)` starts a log line naming the mailbox.
+  pass_runner(boost::asio::any_io_executor ex, std::shared_ptr<delivery::deliverer> deliverer,
+              std::shared_ptr<arbitration::arbitrator> arbitrator, std::shared_ptr<log::logger> log,
+              std::function<log::fields(const char*)> context_line, watcher_health& health);
+  ~pass_runner();
+
+  // One pass over `keys` (what the inbox's search found, in order).
+  boost::asio::awaitable<pass_result> run(inbox& in, std::vector<std::uint32_t> keys,
+                                          const pass_settings& settings);
+  // Shutdown: deliveries waiting for a slot are not sent, those running
+  // finish, nothing more is fetched.
+  void stop();
+
+ private:
+  struct pass_run;
+  boost::asio::awaitable<void> deliver_one(std::shared_ptr<pass_run> run, mail_message m);
+  void delivery_done(const std::shared_ptr<pass_run>& run, std::uint32_t key,
+                     delivery_outcome outcome, const delivery::result& r);
+  void apply(const std::shared_ptr<pass_run>& run, const delivery_orders& orders);
+  boost::asio::awaitable<std::vector<claim_answer>> claim_batch(
+      const inbox& in, const std::vector<std::uint32_t>& batch, pass_result& result);
+
+  boost::asio::any_io_executor executor_;
+  std::shared_ptr<delivery::deliverer> deliverer_;
+  std::shared_ptr<arbitration::arbitrator> arbitrator_;
+  std::shared_ptr<log::logger> log_;
+  std::function<log::fields(const char*)> context_line_;
+  watcher_health& health_;
+  bool stopping_ = false;
+  std::shared_ptr<pass_run> pass_;  // the pass running, for stop()
+};
+
+}  // namespace mailroom::mailbox
