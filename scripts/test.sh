@@ -269,7 +269,8 @@ main() {
 
   # 6. fuzzers: a short bounded run of each libFuzzer target ---------------------------
   if [ "$FUZZ" = 1 ]; then
-    FUZZERS=(imap_response_parser_fuzz resp_parser_fuzz config_load_fuzz mime_headers_fuzz)
+    FUZZERS=(imap_response_parser_fuzz resp_parser_fuzz config_load_fuzz mime_headers_fuzz
+             graph_answer_fuzz)
     banner "build-fuzz"
     t="$(now)"
     # Only the fuzz targets and the I/O-free libraries they link.

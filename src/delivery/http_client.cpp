@@ -30,24 +30,68 @@ struct slist_closer {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
 
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
+  });
+}
+
 struct body_sink {
   std::string* body;
+  std::size_t limit;
   bool truncated = false;
 };
 
-// Keeps the first max_body_size bytes. Returning less than given makes curl
-// stop reading with CURLE_WRITE_ERROR, which run() turns back into success: a
-// huge error page is not worth the transfer time.
+// Keeps the first `limit` bytes. Returning less than given makes curl stop
+// reading with CURLE_WRITE_ERROR, which run() turns back into success: a huge
+// error page is not worth the transfer time.
 std::size_t write_body(char* data, std::size_t size, std::size_t count, void* user) {
   auto* sink = static_cast<body_sink*>(user);
   const std::size_t n = size * count;
-  const std::size_t room = http_response::max_body_size - sink->body->size();
+  const std::size_t room = sink->limit - std::min(sink->limit, sink->body->size());
   if (n > room) {
     sink->body->append(data, room);
     sink->truncated = true;
     return 0;
   }
   sink->body->append(data, n);
+  return n;
+}
+
+struct header_sink {
+  const std::vector<std::string>* wanted;
+  std::vector<std::pair<std::string, std::string>>* out;
+};
+
+// One response header line per call ("Name: value\r\n"; also the status line
+// and the blank line, and again for each response of a redirect or a 100).
+std::size_t keep_header(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* sink = static_cast<header_sink*>(user);
+  const std::size_t n = size * count;
+  const std::string_view line(data, n);
+  if (line.rfind("HTTP/", 0) == 0) {  // a new response: forget the previous one's
+    sink->out->clear();
+    return n;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  const std::string_view name = line.substr(0, colon);
+  for (const auto& w : *sink->wanted) {
+    if (!iequals(name, w)) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+      value.remove_suffix(1);
+    auto& out = *sink->out;
+    const auto it =
+        std::find_if(out.begin(), out.end(), [&](const auto& h) { return h.first == w; });
+    if (it != out.end()) {
+      it->second.assign(value);
+    } else {
+      out.emplace_back(w, std::string(value));
+    }
+  }
   return n;
 }
 
@@ -59,12 +103,6 @@ int check_abort(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 bool has_forbidden_char(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
-  });
 }
 
 errc classify(CURLcode code) {
@@ -168,7 +206,8 @@ http_client::outcome http_client::run(const http_request& req) {
   }
 
   char error_buffer[CURL_ERROR_SIZE] = {};
-  body_sink sink{&out.response.body};
+  body_sink sink{&out.response.body, req.max_response_body};
+  header_sink hsink{&req.capture_headers, &out.response.headers};
 
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_buffer);
   curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
@@ -200,6 +239,10 @@ http_client::outcome http_client::run(const http_request& req) {
 
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &write_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+  if (!req.capture_headers.empty()) {
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &keep_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hsink);
+  }
   curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &check_abort);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &stopping_);
@@ -212,8 +255,15 @@ http_client::outcome http_client::run(const http_request& req) {
     std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code);
     return fail(classify(code), std::move(detail));
   }
+  out.response.truncated = sink.truncated;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out.response.status);
   return out;
+}
+
+const std::string* http_response::header(std::string_view name) const {
+  for (const auto& [n, v] : headers)
+    if (iequals(n, name)) return &v;
+  return nullptr;
 }
 
 }  // namespace mailroom::delivery

@@ -27,6 +27,18 @@
 
 namespace mailroom::delivery {
 
+struct http_response {
+  long status = 0;
+  std::string body;        // at most the request's max_response_body bytes
+  bool truncated = false;  // the answer was longer: the rest was not read
+  // The response headers the request asked for (capture_headers), as
+  // received, names in the request's spelling; a header sent twice keeps
+  // its last value.
+  std::vector<std::pair<std::string, std::string>> headers;
+  static constexpr std::size_t max_body_size = 64 * 1024;  // the default limit
+  const std::string* header(std::string_view name) const;
+};
+
 struct http_request {
   std::string method = "POST";
   std::string url;
@@ -35,6 +47,11 @@ struct http_request {
   // LF or NUL (refused as errc::misconfigured).
   std::vector<std::pair<std::string, std::string>> headers;
   std::string_view body;  // the caller keeps it alive until perform() completes
+  // The answer's body is read up to this size; a longer one is cut there
+  // (http_response::truncated) and the transfer stopped.
+  std::size_t max_response_body = http_response::max_body_size;
+  // Response headers to keep (case-insensitive names), e.g. Retry-After.
+  std::vector<std::string> capture_headers;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds total_timeout{60000};  // the whole exchange, connect included
   // verify_peer, ca_file and ca_path apply to https URLs; `enabled` is not
@@ -46,12 +63,6 @@ struct http_request {
   // errc::misconfigured without sending it.
   std::function<bool(std::vector<std::pair<std::string, std::string>>& headers, std::string& error)>
       prepare;
-};
-
-struct http_response {
-  long status = 0;
-  std::string body;  // at most max_body_size bytes; the rest is not read
-  static constexpr std::size_t max_body_size = 64 * 1024;
 };
 
 class http_client {

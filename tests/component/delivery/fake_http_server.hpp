@@ -102,6 +102,11 @@ class fake_http_server {
     std::lock_guard lock(mutex_);
     status_ = status;
   }
+  // Header lines ("Name: value\r\n" each) added to the answers from now on.
+  void set_extra_headers(std::string lines) {
+    std::lock_guard lock(mutex_);
+    extra_headers_ = std::move(lines);
+  }
 
   // Requests received so far (taken by next_request() or not).
   std::size_t received() {
@@ -182,17 +187,19 @@ class fake_http_server {
     }
     int status;
     std::string body;
+    std::string extra;
     {
       std::lock_guard lock(mutex_);
       status = status_;
       body = response_body_;
+      extra = extra_headers_;
       ++received_;
       requests_.push_back(std::move(req));
     }
     cv_.notify_all();
     if (status == 0) return;  // hang: the socket stays open until the server is destroyed
     const std::string response = "HTTP/1.1 " + std::to_string(status) + " Status\r\n" +
-                                 "Content-Type: application/json\r\n" +
+                                 "Content-Type: application/json\r\n" + extra +
                                  "Content-Length: " + std::to_string(body.size()) +
                                  "\r\nConnection: close\r\n\r\n" + body;
     std::size_t sent = 0;
@@ -217,6 +224,7 @@ class fake_http_server {
   bool stopping_ = false;
   int status_;
   std::string response_body_;
+  std::string extra_headers_;
   std::size_t received_ = 0;
   std::deque<recorded_request> requests_;
   std::set<int> open_fds_;

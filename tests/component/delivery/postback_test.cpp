@@ -419,6 +419,41 @@ TEST(HttpClient, ResponseBodyIsCappedAt64KiB) {
   EXPECT_EQ(r->body.size(), http_response::max_body_size);
 }
 
+TEST(HttpClient, ABodyLimitOfItsOwnAndTheCutIsReported) {
+  fake_http_server server(200, std::string(300 * 1024, 'b'));
+  http_client client(1);
+  std::string detail;
+  http_request req;
+  req.url = server.url("/big");
+  req.max_response_body = 1024 * 1024;
+  auto r = perform_sync(client, req, detail);
+  ASSERT_TRUE(r) << detail;
+  EXPECT_EQ(r->body.size(), 300u * 1024);
+  EXPECT_FALSE(r->truncated);
+  req.max_response_body = 1000;
+  r = perform_sync(client, req, detail);
+  ASSERT_TRUE(r) << detail;
+  EXPECT_EQ(r->body.size(), 1000u);
+  EXPECT_TRUE(r->truncated);
+}
+
+TEST(HttpClient, KeepsTheResponseHeadersAskedFor) {
+  fake_http_server server(429, "{}");
+  server.set_extra_headers("retry-after:  7 \r\nX-Other: no\r\n");
+  http_client client(1);
+  std::string detail;
+  http_request req;
+  req.url = server.url("/throttled");
+  req.capture_headers = {"Retry-After"};
+  auto r = perform_sync(client, req, detail);
+  ASSERT_TRUE(r) << detail;
+  EXPECT_EQ(r->status, 429);
+  ASSERT_EQ(r->headers.size(), 1u);
+  ASSERT_NE(r->header("retry-after"), nullptr);
+  EXPECT_EQ(*r->header("Retry-After"), "7");
+  EXPECT_EQ(r->header("X-Other"), nullptr);
+}
+
 TEST(HttpClient, HeaderInjectionIsRefused) {
   http_client client(1);
   http_request req;

@@ -1,0 +1,194 @@
+#include "graph/api.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+
+namespace mailroom::graph {
+
+namespace {
+
+class category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "graph"; }
+  std::string message(int ev) const override {
+    switch (static_cast<graph_errc>(ev)) {
+      case graph_errc::token_rejected:
+        return "Microsoft Graph rejected the access token";
+      case graph_errc::throttled:
+        return "Microsoft Graph is throttling requests";
+      case graph_errc::unavailable:
+        return "Microsoft Graph is unavailable";
+      case graph_errc::refused:
+        return "Microsoft Graph refused the request";
+      case graph_errc::bad_answer:
+        return "unexpected answer from Microsoft Graph";
+    }
+    return "graph error";
+  }
+};
+
+// The size property asked for with each listed message (PR_MESSAGE_SIZE).
+constexpr std::string_view size_property = "Integer 0x0E08";
+
+std::string user_messages(std::string_view graph_endpoint, std::string_view user) {
+  std::string url(graph_endpoint);
+  url += "/v1.0/users/";
+  url += encode_path_segment(user);
+  return url;
+}
+
+std::string excerpt(std::string_view s) {
+  std::string out(s.substr(0, 200));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  return out;
+}
+
+}  // namespace
+
+const boost::system::error_category& graph_category() {
+  static const category c;
+  return c;
+}
+
+bool is_retriable(boost::system::error_code ec) {
+  return ec != graph_errc::refused && ec != graph_errc::token_rejected;
+}
+
+std::string encode_path_segment(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      std::string_view("-._~!$&'()*+,;=:@").find(ch) != std::string_view::npos;
+    if (keep) {
+      out += ch;
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string list_unread_url(std::string_view graph_endpoint, std::string_view user,
+                            std::string_view folder, std::size_t page_size) {
+  std::string url = user_messages(graph_endpoint, user);
+  url += "/mailFolders/";
+  url += encode_path_segment(folder);
+  // Oldest first, so that a backlog is delivered in arrival order.
+  url += "/messages?$filter=isRead%20eq%20false&$orderby=receivedDateTime%20asc&$select=id";
+  url += "&$expand=singleValueExtendedProperties($filter=id%20eq%20'";
+  url += encode_path_segment(size_property);
+  url += "')&$top=";
+  url += std::to_string(page_size);
+  return url;
+}
+
+std::string message_url(std::string_view graph_endpoint, std::string_view user,
+                        std::string_view id) {
+  return user_messages(graph_endpoint, user) + "/messages/" + encode_path_segment(id);
+}
+
+std::string message_value_url(std::string_view graph_endpoint, std::string_view user,
+                              std::string_view id) {
+  return message_url(graph_endpoint, user, id) + "/$value";
+}
+
+boost::system::result<message_page> parse_message_page(std::string_view body,
+                                                       std::string_view graph_endpoint,
+                                                       std::string& detail) {
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) {
+    detail = "a page of messages that is not a JSON object: " + excerpt(body);
+    return make_error_code(graph_errc::bad_answer);
+  }
+  const auto value = json.find("value");
+  if (value == json.end() || !value->is_array()) {
+    detail = "a page of messages without a \"value\" array";
+    return make_error_code(graph_errc::bad_answer);
+  }
+  message_page page;
+  for (const auto& m : *value) {
+    const auto id = m.is_object() ? m.find("id") : m.end();
+    if (!m.is_object() || id == m.end() || !id->is_string() ||
+        id->get_ref<const std::string&>().empty()) {
+      detail = "a listed message without an id";
+      return make_error_code(graph_errc::bad_answer);
+    }
+    listed_message lm;
+    lm.id = id->get<std::string>();
+    const auto props = m.find("singleValueExtendedProperties");
+    if (props != m.end() && props->is_array()) {
+      for (const auto& p : *props) {
+        if (!p.is_object() || p.value("id", "") != size_property) continue;
+        const auto v = p.find("value");
+        if (v == p.end()) continue;
+        if (v->is_number_unsigned()) {
+          lm.size = v->get<std::uint64_t>();
+        } else if (v->is_string()) {  // Graph sends extended property values as strings
+          const auto& s = v->get_ref<const std::string&>();
+          std::uint64_t n = 0;
+          const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+          if (ec == std::errc{} && end == s.data() + s.size()) lm.size = n;
+        }
+      }
+    }
+    page.messages.push_back(std::move(lm));
+  }
+  const auto next = json.find("@odata.nextLink");
+  if (next != json.end() && next->is_string()) {
+    page.next_link = next->get<std::string>();
+    // Only to the configured endpoint: the bearer token goes with it.
+    const std::string prefix = std::string(graph_endpoint) + "/";
+    if (page.next_link.compare(0, prefix.size(), prefix) != 0) {
+      detail = "a next page outside " + std::string(graph_endpoint);
+      return make_error_code(graph_errc::bad_answer);
+    }
+  }
+  return page;
+}
+
+failure classify(long status, std::string_view body, std::string_view retry_after) {
+  failure f;
+  // Graph's error body: {"error": {"code": "...", "message": "..."}}.
+  std::string code;
+  std::string message;
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  if (!json.is_discarded() && json.is_object()) {
+    const auto e = json.find("error");
+    if (e != json.end() && e->is_object()) {
+      if (const auto c = e->find("code"); c != e->end() && c->is_string())
+        code = c->get<std::string>();
+      if (const auto m = e->find("message"); m != e->end() && m->is_string())
+        message = m->get<std::string>();
+    }
+  }
+  f.detail = "HTTP " + std::to_string(status);
+  if (!code.empty()) f.detail += " " + excerpt(code.substr(0, 64));
+  if (!message.empty()) f.detail += ": " + excerpt(message);
+  if (code.empty() && message.empty() && !body.empty()) f.detail += ": " + excerpt(body);
+
+  if (status == 429 || status == 503) {
+    f.ec = graph_errc::throttled;
+    std::uint64_t s = 0;
+    const auto [end, ec] =
+        std::from_chars(retry_after.data(), retry_after.data() + retry_after.size(), s);
+    if (ec == std::errc{} && end == retry_after.data() + retry_after.size() && !retry_after.empty())
+      f.retry_after = std::chrono::seconds(std::min<std::uint64_t>(s, 3600));
+  } else if (status == 401) {
+    f.ec = graph_errc::token_rejected;
+  } else if (status >= 500 || status == 408) {
+    f.ec = graph_errc::unavailable;
+  } else {
+    f.ec = graph_errc::refused;
+  }
+  return f;
+}
+
+}  // namespace mailroom::graph
