@@ -25,11 +25,13 @@ const char* state_name(mailbox::watcher_state s) {
   return "unknown";
 }
 
-// Label values escape backslash, double quote and newline (exposition format).
-std::string label_value(const std::string& s) {
+// The text exposition format escapes backslash and newline in HELP texts,
+// and double quotes too in label values. An unescaped \Deleted in a HELP text
+// reads as an invalid escape sequence, which strict parsers (promtool) reject.
+std::string escaped(std::string_view s, bool quotes) {
   std::string out;
   for (char c : s) {
-    if (c == '\\' || c == '"') {
+    if (c == '\\' || (quotes && c == '"')) {
       out += '\\';
       out += c;
     } else if (c == '\n') {
@@ -39,6 +41,12 @@ std::string label_value(const std::string& s) {
     }
   }
   return out;
+}
+std::string label_value(std::string_view s) {
+  return escaped(s, true);
+}
+std::string help_text(std::string_view s) {
+  return escaped(s, false);
 }
 
 struct metric_def {
@@ -90,7 +98,7 @@ const metric_def metrics[] = {
 std::string render_metrics(const std::vector<std::unique_ptr<mailbox::watcher>>& watchers) {
   std::string out;
   for (const auto& m : metrics) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", m.name, m.help, m.name, m.type);
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", m.name, help_text(m.help), m.name, m.type);
     for (const auto& w : watchers)
       out += fmt::format("{}{{mailbox=\"{}\"}} {}\n", m.name, label_value(w->mailbox().label()),
                          m.value(*w));
