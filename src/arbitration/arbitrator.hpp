@@ -29,6 +29,14 @@ enum class claim_result {
   unavailable  // arbitration store unreachable: skip for now, retry next pass
 };
 
+// What became of a release or a delivered record.
+enum class write_result {
+  done,         // written, or nothing was left to do
+  claim_lost,   // the key holds another value (our claim expired; another instance
+                // may have claimed or delivered the message): nothing was changed
+  unavailable,  // the store did not answer (error_detail says why)
+};
+
 class arbitrator {
  public:
   virtual ~arbitrator() = default;
@@ -37,13 +45,18 @@ class arbitrator {
   virtual boost::asio::awaitable<claim_result> claim(const claim_request& r,
                                                      std::string& error_detail) = 0;
   // Gives the claim back after a failed delivery so the next pass (of any
-  // instance) can retry at once instead of after the key expires. Best effort.
-  virtual boost::asio::awaitable<void> release(const claim_request& r) = 0;
+  // instance) can retry at once instead of after the key expires. Only this
+  // instance's own claim is removed: once it expired, another instance may
+  // have claimed the message meanwhile.
+  virtual boost::asio::awaitable<write_result> release(const claim_request& r,
+                                                       std::string& error_detail) = 0;
   // Records that the target acknowledged the message (job id `jid`), so that
   // an instance that still finds it unflagged (the deliverer crashed before
-  // flagging it) flags it instead of delivering it twice. Best effort.
-  virtual boost::asio::awaitable<void> mark_delivered(const claim_request& r,
-                                                      const std::string& jid) = 0;
+  // flagging it) flags it instead of delivering it twice. Written only over
+  // this instance's own claim (or where the key is gone).
+  virtual boost::asio::awaitable<write_result> mark_delivered(const claim_request& r,
+                                                              const std::string& jid,
+                                                              std::string& error_detail) = 0;
 };
 
 }  // namespace mailroom::arbitration

@@ -12,9 +12,12 @@ class noop_arbitrator : public arbitrator {
   boost::asio::awaitable<claim_result> claim(const claim_request&, std::string&) override {
     co_return claim_result::granted;
   }
-  boost::asio::awaitable<void> release(const claim_request&) override { co_return; }
-  boost::asio::awaitable<void> mark_delivered(const claim_request&, const std::string&) override {
-    co_return;
+  boost::asio::awaitable<write_result> release(const claim_request&, std::string&) override {
+    co_return write_result::done;
+  }
+  boost::asio::awaitable<write_result> mark_delivered(const claim_request&, const std::string&,
+                                                      std::string&) override {
+    co_return write_result::done;
   }
 };
 

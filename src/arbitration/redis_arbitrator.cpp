@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <random>
+#include <string_view>
 
 #include <utility>
 #include <vector>
@@ -32,6 +33,20 @@ std::string unscoped_arbitration_key(const config::arbitration_options& opts,
 }
 
 namespace {
+
+// Redis runs a script atomically (EVAL), so nothing comes between its GET and
+// its write: another instance's claim is never removed or replaced.
+// DEL the key if it holds our claim (ARGV[1]).
+constexpr std::string_view release_script =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end "
+    "return 0";
+// SET the delivered record (ARGV[2], EX ARGV[3]) if the key holds our claim or
+// is gone.
+constexpr std::string_view record_script =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == ARGV[1] or v == false then "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end "
+    "return 0";
 
 std::string instance_name() {
   char host[256] = {};
@@ -107,22 +122,49 @@ boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request
   claim_result result = co_await existing(unscoped_arbitration_key(opts_, r), error_detail);
   if (result != claim_result::granted) {
     // Not ours after all: give the new key back.
-    std::vector<std::string> del{"DEL", key};
-    co_await client_->command(std::move(del));
+    std::vector<std::string> eval{"EVAL", std::string(release_script), "1", key, claim_value_};
+    co_await client_->command(std::move(eval));
   }
   co_return result;
 }
 
-boost::asio::awaitable<void> redis_arbitrator::mark_delivered(const claim_request& r,
-                                                              const std::string& jid) {
-  std::vector<std::string> args{"SET", arbitration_key(opts_, r), "delivered:" + jid, "EX",
-                                std::to_string(opts_.expiration.count())};
-  co_await client_->command(std::move(args));
+boost::asio::awaitable<write_result> redis_arbitrator::compare_and_set(
+    std::vector<std::string> eval, const std::string& what, const std::string& key,
+    std::string& error_detail) {
+  auto reply = co_await client_->command(std::move(eval));
+  if (!reply.has_value()) {
+    error_detail = fmt::format("{} {} on {}: {} ({})", what, key, client_->describe(),
+                               reply.error().message(), client_->last_error());
+    co_return write_result::unavailable;
+  }
+  if (reply->k != redis::reply::kind::integer) {
+    error_detail =
+        fmt::format("{} {} on {}: {}", what, key, client_->describe(), redis::to_string(*reply));
+    co_return write_result::unavailable;
+  }
+  co_return reply->integer == 1 ? write_result::done : write_result::claim_lost;
 }
 
-boost::asio::awaitable<void> redis_arbitrator::release(const claim_request& r) {
-  std::vector<std::string> args{"DEL", arbitration_key(opts_, r)};
-  co_await client_->command(std::move(args));
+boost::asio::awaitable<write_result> redis_arbitrator::mark_delivered(const claim_request& r,
+                                                                      const std::string& jid,
+                                                                      std::string& error_detail) {
+  const std::string key = arbitration_key(opts_, r);
+  std::vector<std::string> eval{"EVAL",
+                                std::string(record_script),
+                                "1",
+                                key,
+                                claim_value_,
+                                "delivered:" + jid,
+                                std::to_string(opts_.expiration.count())};
+  co_return co_await compare_and_set(std::move(eval), "recording the delivery in", key,
+                                     error_detail);
+}
+
+boost::asio::awaitable<write_result> redis_arbitrator::release(const claim_request& r,
+                                                               std::string& error_detail) {
+  const std::string key = arbitration_key(opts_, r);
+  std::vector<std::string> eval{"EVAL", std::string(release_script), "1", key, claim_value_};
+  co_return co_await compare_and_set(std::move(eval), "releasing the claim", key, error_detail);
 }
 
 }  // namespace mailroom::arbitration

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mailroom::arbitration {
 
@@ -59,13 +60,19 @@ class redis_arbitrator : public arbitrator {
   boost::asio::awaitable<claim_result> claim(const claim_request& r,
                                              std::string& error_detail) override;
 
-  // DEL <key>; failures are ignored (the key expires anyway).
-  boost::asio::awaitable<void> release(const claim_request& r) override;
+  // DEL <key> if it still holds claim_value() (one Lua script: a GET and a
+  // DEL could let another instance's claim in between).
+  boost::asio::awaitable<write_result> release(const claim_request& r,
+                                               std::string& error_detail) override;
 
-  // SET <key> delivered:<jid> EX <expiration>; failures are logged by nobody
-  // and cost at most a duplicate with the same jid after a crash.
-  boost::asio::awaitable<void> mark_delivered(const claim_request& r,
-                                              const std::string& jid) override;
+  // SET <key> delivered:<jid> EX <expiration> if the key holds claim_value()
+  // or is gone (our claim expired and nobody took the message): a record
+  // never replaces another instance's claim or record. A record that could
+  // not be written costs at most a duplicate, with the same jid, if this
+  // process dies before it flags the message.
+  boost::asio::awaitable<write_result> mark_delivered(const claim_request& r,
+                                                      const std::string& jid,
+                                                      std::string& error_detail) override;
 
   // "claimed:<host>:<pid>:<random>", the value of this process's claims.
   const std::string& claim_value() const { return claim_value_; }
@@ -75,6 +82,12 @@ class redis_arbitrator : public arbitrator {
   // any other value, unavailable when Redis did not answer.
   boost::asio::awaitable<claim_result> existing(const std::string& key, std::string& error_detail);
   bool unscoped_keys_may_exist() const;
+  // Runs a compare-and-set script (EVAL) on `key`; its answer 1 is done, 0
+  // claim_lost.
+  boost::asio::awaitable<write_result> compare_and_set(std::vector<std::string> eval,
+                                                       const std::string& what,
+                                                       const std::string& key,
+                                                       std::string& error_detail);
 
   config::arbitration_options opts_;
   std::shared_ptr<redis::client> client_;

@@ -433,6 +433,10 @@ delivery_orders pass_engine::stop() {
   return out;
 }
 
+bool pass_engine::wait_over() const {
+  return !fin_ || fin_step_ != finish_step::wait || fin_->pending == 0;
+}
+
 std::vector<pass_note> pass_engine::take_notes() {
   return std::exchange(notes_, {});
 }

@@ -151,6 +151,11 @@ class pass_engine {
   // Shutdown: nothing more is fetched or sent; what runs is finished.
   delivery_orders stop();
 
+  // After a `wait`: whether next() has something else to say now (the
+  // deliveries it waited for are done). A runner wakes its waiting loop only
+  // then, not on every completion.
+  bool wait_over() const;
+
   std::vector<pass_note> take_notes();
   const pass_summary& summary() const { return summary_; }
   std::size_t deliveries_running() const { return running_; }

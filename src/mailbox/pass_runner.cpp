@@ -19,6 +19,12 @@ namespace mailroom::mailbox {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
+// A release (empty jid) or a delivered record, with what became of it.
+struct claim_write {
+  arbitration::write_result result = arbitration::write_result::done;
+  std::string detail;
+};
+
 namespace {
 
 nlohmann::ordered_json id_list(const std::vector<std::uint32_t>& ids) {
@@ -48,16 +54,15 @@ asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
   co_return std::move(results);
 }
 
-asio::awaitable<bool> release(std::shared_ptr<arbitration::arbitrator> a,
-                              arbitration::claim_request req) {
-  co_await a->release(req);
-  co_return true;
-}
-
-asio::awaitable<bool> record(std::shared_ptr<arbitration::arbitrator> a,
-                             arbitration::claim_request req, std::string jid) {
-  co_await a->mark_delivered(req, jid);
-  co_return true;
+asio::awaitable<claim_write> write_claim(std::shared_ptr<arbitration::arbitrator> a,
+                                         arbitration::claim_request req, std::string jid) {
+  claim_write w;
+  if (jid.empty()) {
+    w.result = co_await a->release(req, w.detail);
+  } else {
+    w.result = co_await a->mark_delivered(req, jid, w.detail);
+  }
+  co_return w;
 }
 
 }  // namespace
@@ -137,7 +142,8 @@ void pass_runner::delivery_done(const std::shared_ptr<pass_run>& run, std::uint3
     health_.last_error = w["error"].get<std::string>();
   }
   apply(run, run->engine.delivery_done(key, outcome));
-  run->wake.cancel();
+  // Waking the pass for every completion would cost a resumption each.
+  if (run->engine.wait_over()) run->wake.cancel();
 }
 
 void pass_runner::apply(const std::shared_ptr<pass_run>& run, const delivery_orders& orders) {
@@ -208,6 +214,31 @@ asio::awaitable<std::vector<claim_answer>> pass_runner::claim_batch(
   co_return out;
 }
 
+void pass_runner::report_writes(const std::vector<std::uint32_t>& keys,
+                                const std::vector<claim_write>& writes, bool records) {
+  for (std::size_t i = 0; i < keys.size() && i < writes.size(); ++i) {
+    const claim_write& w = writes[i];
+    if (w.result == arbitration::write_result::done) continue;
+    if (w.result == arbitration::write_result::unavailable) {
+      // A release that failed leaves the claim to expire (claim_ttl); a record
+      // that failed means a duplicate (same jid) if we die before flagging.
+      auto f = context_line_(records ? "recording delivery failed" : "releasing claim failed");
+      f["uid"] = keys[i];
+      f["error"] = w.detail;
+      log_->warn(f);
+      ++health_.counters.arbitration_write_errors;
+      continue;
+    }
+    // Our claim expired (it outlived claim_ttl): another instance may have
+    // claimed the message meanwhile, and its claim is left alone.
+    auto f = context_line_(records ? "claim expired before the delivery was recorded"
+                                   : "claim expired before it was released");
+    f["uid"] = keys[i];
+    log_->warn(f);
+    ++health_.counters.claims_lost;
+  }
+}
+
 asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32_t> keys,
                                               const pass_settings& settings) {
   pass_result result;
@@ -276,17 +307,18 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         break;
       }
       case pass_action::kind::release: {
-        std::vector<asio::awaitable<bool>> ops;
-        for (const auto key : a.uids) ops.push_back(release(arbitrator_, in.claim_request(key)));
-        co_await run_all(executor_, std::move(ops));
+        std::vector<asio::awaitable<claim_write>> ops;
+        for (const auto key : a.uids)
+          ops.push_back(write_claim(arbitrator_, in.claim_request(key), {}));
+        report_writes(a.uids, co_await run_all(executor_, std::move(ops)), false);
         run->engine.released();
         break;
       }
       case pass_action::kind::record: {
-        std::vector<asio::awaitable<bool>> ops;
+        std::vector<asio::awaitable<claim_write>> ops;
         for (const auto key : a.uids)
-          ops.push_back(record(arbitrator_, in.claim_request(key), in.message(key, {}).id));
-        co_await run_all(executor_, std::move(ops));
+          ops.push_back(write_claim(arbitrator_, in.claim_request(key), in.message(key, {}).id));
+        report_writes(a.uids, co_await run_all(executor_, std::move(ops)), true);
         run->engine.recorded();
         break;
       }

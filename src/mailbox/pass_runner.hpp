@@ -26,6 +26,10 @@ struct watcher_counters {
   std::uint64_t delivery_failures = 0;  // left unseen for a retry
   std::uint64_t already_delivered = 0;  // found unflagged with a "delivered" record: flagged
   std::uint64_t claimed_elsewhere = 0;  // skipped: another instance holds the claim
+  // A release or delivered record that found our claim expired (left alone).
+  std::uint64_t claims_lost = 0;
+  // A release or delivered record that the arbitration store did not take.
+  std::uint64_t arbitration_write_errors = 0;
   std::uint64_t oversize = 0;           // larger than max_message_size: flagged or moved
   std::uint64_t connects = 0;           // sessions that reached SELECT
   std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
@@ -52,6 +56,8 @@ struct pass_result {
   std::uint64_t bytes_fetched = 0;  // message bytes fetched in this pass
 };
 
+struct claim_write;
+
 class pass_runner {
  public:
   // `context_line(action)` starts a log line naming the mailbox.
@@ -73,6 +79,9 @@ class pass_runner {
   void delivery_done(const std::shared_ptr<pass_run>& run, std::uint32_t key,
                      delivery_outcome outcome, const delivery::result& r);
   void apply(const std::shared_ptr<pass_run>& run, const delivery_orders& orders);
+  // Logs and counts the releases or records (`records`) that did not happen.
+  void report_writes(const std::vector<std::uint32_t>& keys, const std::vector<claim_write>& writes,
+                     bool records);
   boost::asio::awaitable<std::vector<claim_answer>> claim_batch(
       const inbox& in, const std::vector<std::uint32_t>& batch, pass_result& result);
 

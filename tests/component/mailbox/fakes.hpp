@@ -121,17 +121,22 @@ class fake_arbitrator : public arbitration::arbitrator {
     co_return answer;
   }
 
-  boost::asio::awaitable<void> release(const arbitration::claim_request& r) override {
+  boost::asio::awaitable<arbitration::write_result> release(const arbitration::claim_request& r,
+                                                            std::string&) override {
     releases.push_back(r);
-    co_return;
+    co_return arbitration::write_result::done;
   }
 
-  boost::asio::awaitable<void> mark_delivered(const arbitration::claim_request& r,
-                                              const std::string& jid) override {
+  boost::asio::awaitable<arbitration::write_result> mark_delivered(
+      const arbitration::claim_request& r, const std::string& jid, std::string& detail) override {
     marked.push_back(r);
     marked_jids.push_back(jid);
-    co_return;
+    if (record_result_ == arbitration::write_result::unavailable) detail = "fake store unreachable";
+    co_return record_result_;
   }
+
+  // What delivered records answer from now on.
+  void records_answer(arbitration::write_result r) { record_result_ = r; }
 
   // The next claim of `uid` gets `answer` (queued); later ones are granted.
   void answer_for(std::uint32_t uid, claim_result answer) { per_uid_[uid].push_back(answer); }
@@ -148,6 +153,7 @@ class fake_arbitrator : public arbitration::arbitrator {
 
   std::vector<arbitration::claim_request> claims;
   std::vector<arbitration::claim_request> releases;
+  arbitration::write_result record_result_ = arbitration::write_result::done;
   std::vector<arbitration::claim_request> marked;
   std::vector<std::string> marked_jids;
 

@@ -1380,6 +1380,46 @@ TEST_F(WatcherTest, DeliveryCarriesAStableJidThatIsRecordedBeforeTheFlags) {
   EXPECT_EQ(marked_at_store_.load(), 2) << "delivery recorded before UID STORE";
 }
 
+TEST_F(WatcherTest, ARecordTheStoreDidNotTakeIsLoggedCountedAndStillFlagged) {
+  // The target acknowledged: the message leaves the mailbox as it should;
+  // only the safety net for a crash before the flag is missing, and says so.
+  arbitrator_->records_answer(arbitration::write_result::unavailable);
+  imap_script s = session_start();
+  search(s, "5 6");
+  fetch(s, "5:6", {5, 6});
+  store(s, "5:6");
+  expunge(s, "5:6");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{5, 6}));
+  EXPECT_EQ(log_.count("recording delivery failed"), 2u);
+  EXPECT_EQ(counters_.arbitration_write_errors, 2u);
+  EXPECT_EQ(counters_.delivered, 2u);
+  const auto lines = log_.lines("recording delivery failed");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines[0]["error"], "fake store unreachable");
+}
+
+TEST_F(WatcherTest, ARecordThatFindsItsClaimExpiredIsLoggedAndCounted) {
+  arbitrator_->records_answer(arbitration::write_result::claim_lost);
+  imap_script s = session_start();
+  search(s, "5");
+  fetch(s, "5", {5});
+  store(s, "5");
+  expunge(s, "5");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(log_.count("claim expired before the delivery was recorded"), 1u);
+  EXPECT_EQ(counters_.claims_lost, 1u);
+  EXPECT_EQ(counters_.delivered, 1u);
+}
+
 TEST_F(WatcherTest, DeletedLeftoversOfAnEarlierSessionAreExpungedAtStart) {
   imap_script s;
   s.line("* OK [CAPABILITY " + kCaps + "] fake ready")

@@ -51,6 +51,14 @@ class RedisArbitration : public testing::Test {
     EXPECT_TRUE(detail.empty()) << detail;
     return result;
   }
+  write_result record(redis_arbitrator& a, const claim_request& r, const std::string& jid) {
+    std::string detail;
+    return run_async(ctx, a.mark_delivered(r, jid, detail));
+  }
+  write_result release(redis_arbitrator& a, const claim_request& r) {
+    std::string detail;
+    return run_async(ctx, a.release(r, detail));
+  }
 
   asio::io_context ctx;
   redis_server server;
@@ -86,7 +94,7 @@ TEST_F(RedisArbitration, ScopedKeyIncludesMailboxServerAndUidvalidity) {
 TEST_F(RedisArbitration, SameFolderAndUidOnTwoServersAreTwoMessages) {
   auto a = make(config::arbitration_key_format::scoped);
   EXPECT_EQ(claim(a, req(9, "INBOX", 7, "imap1.example.com:143")), claim_result::granted);
-  run_async(ctx, a.mark_delivered(req(9, "INBOX", 7, "imap1.example.com:143"), "j1"));
+  EXPECT_EQ(record(a, req(9, "INBOX", 7, "imap1.example.com:143"), "j1"), write_result::done);
   EXPECT_EQ(claim(a, req(9, "INBOX", 7, "imap2.example.com:143")), claim_result::granted);
   EXPECT_EQ(claim(a, req(9, "INBOX", 7, "imap1.example.com:144")), claim_result::granted);
   EXPECT_EQ(claim(a, req(9, "INBOX", 7, "imap1.example.com:143")), claim_result::delivered);
@@ -150,7 +158,7 @@ TEST_F(RedisArbitration, ClaimLivesClaimTtlThenDeliveredRecordTenMinutes) {
   EXPECT_EQ(claim(b, req(5)), claim_result::taken);
 
   const std::string jid = "0123456789abcdef01234567";
-  run_async(ctx, a.mark_delivered(req(5), jid));
+  EXPECT_EQ(record(a, req(5), jid), write_result::done);
   auto value = server.cmd({"GET", "delivered:5"});
   ASSERT_TRUE(value.has_value());
   EXPECT_EQ(*value, reply::bulk("delivered:" + jid));
@@ -185,12 +193,50 @@ TEST_F(RedisArbitration, ClaimTtlSetsTheLifetimeOfAClaim) {
 TEST_F(RedisArbitration, ReleaseMakesTheMessageClaimableAgain) {
   auto a = make(config::arbitration_key_format::scoped);
   EXPECT_EQ(claim(a, req(9)), claim_result::granted);
-  run_async(ctx, a.release(req(9)));
+  EXPECT_EQ(release(a, req(9)), write_result::done);
   auto exists =
       server.cmd({"EXISTS", "delivered:incoming@example.com/INBOX@imap.example.com:993:7:9"});
   ASSERT_TRUE(exists.has_value());
   EXPECT_EQ(*exists, reply::number(0));
   EXPECT_EQ(claim(a, req(9)), claim_result::granted);
+}
+
+TEST_F(RedisArbitration, AnExpiredClaimTakenByAnotherInstanceIsLeftAlone) {
+  auto a = make(config::arbitration_key_format::scoped);
+  auto b = make(config::arbitration_key_format::scoped);
+  const std::string key = "delivered:incoming@example.com/INBOX@imap.example.com:993:7:11";
+  EXPECT_EQ(claim(a, req(11)), claim_result::granted);
+  // a's claim expires (it outlived claim_ttl); b claims the message.
+  ASSERT_TRUE(server.cmd({"DEL", key}).has_value());
+  EXPECT_EQ(claim(b, req(11)), claim_result::granted);
+  // a's late release and record change nothing: b's claim stays.
+  EXPECT_EQ(release(a, req(11)), write_result::claim_lost);
+  EXPECT_EQ(record(a, req(11), "jid-a"), write_result::claim_lost);
+  auto value = server.cmd({"GET", key});
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, reply::bulk(b.claim_value()));
+  // b records its own delivery; a record never replaces another's record.
+  EXPECT_EQ(record(b, req(11), "jid-b"), write_result::done);
+  EXPECT_EQ(record(a, req(11), "jid-a"), write_result::claim_lost);
+  EXPECT_EQ(release(a, req(11)), write_result::claim_lost);
+  value = server.cmd({"GET", key});
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, reply::bulk("delivered:jid-b"));
+}
+
+TEST_F(RedisArbitration, AClaimThatExpiredUnclaimedIsStillRecorded) {
+  // Nobody took the message after our claim expired: the record prevents a
+  // second delivery by whoever looks next.
+  auto a = make(config::arbitration_key_format::scoped);
+  const std::string key = "delivered:incoming@example.com/INBOX@imap.example.com:993:7:12";
+  EXPECT_EQ(claim(a, req(12)), claim_result::granted);
+  ASSERT_TRUE(server.cmd({"DEL", key}).has_value());
+  EXPECT_EQ(record(a, req(12), "jid-a"), write_result::done);
+  auto value = server.cmd({"GET", key});
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, reply::bulk("delivered:jid-a"));
+  // A release of a claim that is gone has nothing to do.
+  EXPECT_EQ(release(a, req(13)), write_result::claim_lost);
 }
 
 TEST_F(RedisArbitration, UnreachableRedisIsUnavailableWithDetail) {
@@ -200,7 +246,12 @@ TEST_F(RedisArbitration, UnreachableRedisIsUnavailableWithDetail) {
   EXPECT_EQ(run_async(ctx, a.claim(req(1), detail)), claim_result::unavailable);
   EXPECT_NE(detail.find("delivered:"), std::string::npos) << detail;
   EXPECT_NE(detail.find("connect"), std::string::npos) << detail;
-  run_async(ctx, a.release(req(1)));  // best effort: no throw, no hang
+  detail.clear();
+  EXPECT_EQ(run_async(ctx, a.release(req(1), detail)), write_result::unavailable);  // no hang
+  EXPECT_NE(detail.find("releasing the claim"), std::string::npos) << detail;
+  detail.clear();
+  EXPECT_EQ(run_async(ctx, a.mark_delivered(req(1), "j", detail)), write_result::unavailable);
+  EXPECT_NE(detail.find("recording the delivery"), std::string::npos) << detail;
 }
 
 TEST_F(RedisArbitration, ErrorReplyIsUnavailable) {

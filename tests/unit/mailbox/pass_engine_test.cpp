@@ -101,8 +101,10 @@ TEST(PassEngine, DeliversRecordsThenFlags) {
   EXPECT_ACTION(e, kind::wait);
   e.delivery_done(2, ok);
   e.delivery_done(1, ok);
+  EXPECT_FALSE(e.wait_over());
   EXPECT_ACTION(e, kind::wait);
   e.delivery_done(3, ok);
+  EXPECT_TRUE(e.wait_over());
   EXPECT_ACTION(e, kind::record, 2, 1, 3);
   e.recorded();
   EXPECT_ACTION(e, kind::flag, 1, 2, 3);
@@ -520,6 +522,12 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
       case kind::wait:
         RC_ASSERT(!running.empty());
         complete_one();
+        // A runner sleeps on until wait_over(): it must not miss a change.
+        while (!e.wait_over()) {
+          RC_ASSERT(e.next().what == kind::wait);
+          RC_ASSERT(!running.empty());
+          complete_one();
+        }
         break;
       case kind::fetch_sizes:
         e.sizes_fetched({}, [&] {
