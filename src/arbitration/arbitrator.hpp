@@ -5,6 +5,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -50,6 +51,14 @@ class arbitrator {
   // have claimed the message meanwhile.
   virtual boost::asio::awaitable<write_result> release(const claim_request& r,
                                                        std::string& error_detail) = 0;
+  // Keeps this instance's claim alive for another claim_ttl() while its
+  // delivery runs, so that a claim can be short (it only has to outlive a
+  // dead instance's last renewal) whatever a delivery takes.
+  virtual boost::asio::awaitable<write_result> renew(const claim_request& r,
+                                                     std::string& error_detail) = 0;
+  // How long a claim lives unless renewed; zero when claims do not expire
+  // (nothing to renew).
+  virtual std::chrono::seconds claim_ttl() const = 0;
   // Records that the target acknowledged the message (job id `jid`), so that
   // an instance that still finds it unflagged (the deliverer crashed before
   // flagging it) flags it instead of delivering it twice. Written only over

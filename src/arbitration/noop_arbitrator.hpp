@@ -15,6 +15,10 @@ class noop_arbitrator : public arbitrator {
   boost::asio::awaitable<write_result> release(const claim_request&, std::string&) override {
     co_return write_result::done;
   }
+  boost::asio::awaitable<write_result> renew(const claim_request&, std::string&) override {
+    co_return write_result::done;
+  }
+  std::chrono::seconds claim_ttl() const override { return std::chrono::seconds(0); }
   boost::asio::awaitable<write_result> mark_delivered(const claim_request&, const std::string&,
                                                       std::string&) override {
     co_return write_result::done;

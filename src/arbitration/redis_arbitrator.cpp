@@ -40,6 +40,10 @@ namespace {
 constexpr std::string_view release_script =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end "
     "return 0";
+// EXPIRE the key (ARGV[2] seconds) if it holds our claim.
+constexpr std::string_view renew_script =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) "
+    "return 1 end return 0";
 // SET the delivered record (ARGV[2], EX ARGV[3]) if the key holds our claim or
 // is gone.
 constexpr std::string_view record_script =
@@ -158,6 +162,15 @@ boost::asio::awaitable<write_result> redis_arbitrator::mark_delivered(const clai
                                 std::to_string(opts_.expiration.count())};
   co_return co_await compare_and_set(std::move(eval), "recording the delivery in", key,
                                      error_detail);
+}
+
+boost::asio::awaitable<write_result> redis_arbitrator::renew(const claim_request& r,
+                                                             std::string& error_detail) {
+  const std::string key = arbitration_key(opts_, r);
+  std::vector<std::string> eval{"EVAL",       std::string(renew_script),
+                                "1",          key,
+                                claim_value_, std::to_string(opts_.claim_ttl.count())};
+  co_return co_await compare_and_set(std::move(eval), "renewing the claim", key, error_detail);
 }
 
 boost::asio::awaitable<write_result> redis_arbitrator::release(const claim_request& r,

@@ -65,6 +65,11 @@ class redis_arbitrator : public arbitrator {
   boost::asio::awaitable<write_result> release(const claim_request& r,
                                                std::string& error_detail) override;
 
+  // EXPIRE <key> claim_ttl if the key still holds claim_value().
+  boost::asio::awaitable<write_result> renew(const claim_request& r,
+                                             std::string& error_detail) override;
+  std::chrono::seconds claim_ttl() const override { return opts_.claim_ttl; }
+
   // SET <key> delivered:<jid> EX <expiration> if the key holds claim_value()
   // or is gone (our claim expired and nobody took the message): a record
   // never replaces another instance's claim or record. A record that could

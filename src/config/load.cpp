@@ -147,22 +147,6 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
     detail::check_mailboxes(ctx, cfg.mailboxes);
   }
   read_health_check(top, cfg.health);
-  for (const auto& mb : cfg.mailboxes) {
-    // A claim that expires while its delivery still runs lets another
-    // instance deliver the same message.
-    if (mb.arbitration != arbitration_method::redis || mb.delivery != delivery_method::postback)
-      continue;
-    const auto longest = std::chrono::duration_cast<std::chrono::seconds>(
-        mb.postback.connect_timeout + mb.postback.response_timeout);
-    if (longest >= mb.arbitration_opts.claim_ttl) {
-      ctx.mailbox = mb.config_label();
-      ctx.warning(mb.where.line, "arbitration_options.claim_ttl",
-                  fmt::format("{} s is not above the webhook's connect + response timeout ({} s): "
-                              "a slow delivery could be repeated by another instance",
-                              mb.arbitration_opts.claim_ttl.count(), longest.count()));
-      ctx.mailbox.clear();
-    }
-  }
   if (cfg.health.enabled) {
     // A mailbox legitimately silent for longer than stuck_after (a long IDLE
     // plus a slow answer to DONE) would fail /liveness and be restarted.

@@ -102,10 +102,11 @@ struct arbitration_options {
   redis_target redis;
   arbitration_key_format key_format = arbitration_key_format::scoped;
   std::chrono::seconds expiration{600};  // mail_room EXPIRATION
-  // ours: a claim taken before delivery ("claimed:<instance>") lives this long;
-  // once the target acknowledged, the key holds "delivered:<jid>" for
-  // `expiration`. A crashed instance's unfinished claims free up after claim_ttl.
-  std::chrono::seconds claim_ttl{120};
+  // ours: a claim taken before delivery ("claimed:<instance>") lives this long
+  // and is renewed every third of it while its delivery runs; once the target
+  // acknowledged, the key holds "delivered:<jid>" for `expiration`. A crashed
+  // instance's unfinished claims free up within claim_ttl.
+  std::chrono::seconds claim_ttl{10};
 };
 
 // Structured log destination: `logger: {log_path: ...}`.

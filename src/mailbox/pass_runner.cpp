@@ -54,6 +54,13 @@ asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
   co_return std::move(results);
 }
 
+asio::awaitable<claim_write> renew_claim(std::shared_ptr<arbitration::arbitrator> a,
+                                         arbitration::claim_request req) {
+  claim_write w;
+  w.result = co_await a->renew(req, w.detail);
+  co_return w;
+}
+
 asio::awaitable<claim_write> write_claim(std::shared_ptr<arbitration::arbitrator> a,
                                          arbitration::claim_request req, std::string jid) {
   claim_write w;
@@ -77,7 +84,70 @@ struct pass_runner::pass_run {
   // Never expires: cancelled when a delivery completes (or stop()), which is
   // what a `wait` action waits for.
   asio::steady_timer wake;
+  // Claims granted and not yet released or recorded: renewed while held.
+  std::map<std::uint32_t, arbitration::claim_request> held;
+  std::shared_ptr<asio::steady_timer> renew_timer;
+  bool over = false;  // the pass has returned: renewals stop
 };
+
+namespace {
+
+// Ends the renewals however the pass ends (also by an exception): a claim
+// renewed forever would never let another instance have the message.
+struct pass_over {
+  std::shared_ptr<pass_runner::pass_run>& run;
+  ~pass_over() {
+    run->over = true;
+    if (run->renew_timer) run->renew_timer->cancel();
+  }
+};
+
+}  // namespace
+
+asio::awaitable<void> pass_runner::renew_claims(std::shared_ptr<pass_run> run,
+                                                std::chrono::milliseconds every) {
+  run->renew_timer = std::make_shared<asio::steady_timer>(executor_);
+  const auto timer = run->renew_timer;
+  while (!run->over) {
+    timer->expires_after(every);
+    error_code ec;
+    co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (run->over) break;
+    if (run->held.empty()) continue;
+    std::vector<std::uint32_t> keys;
+    std::vector<asio::awaitable<claim_write>> ops;
+    for (const auto& [key, req] : run->held) {
+      keys.push_back(key);
+      ops.push_back(renew_claim(arbitrator_, req));
+    }
+    const auto writes = co_await run_all(executor_, std::move(ops));
+    if (run->over) break;
+    std::size_t failed = 0;
+    std::string detail;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (writes[i].result == arbitration::write_result::unavailable) {
+        ++failed;
+        detail = writes[i].detail;
+      } else if (writes[i].result == arbitration::write_result::claim_lost &&
+                 run->held.erase(keys[i]) > 0) {
+        // Expired before its renewal (the store was unreachable for longer
+        // than claim_ttl, or the process stalled): another instance may
+        // deliver the message too, with the same jid.
+        auto f = context_line_("claim expired while its message was being delivered");
+        f["uid"] = keys[i];
+        log_->warn(f);
+        ++health_.counters.claims_lost;
+      }
+    }
+    if (failed > 0) {
+      auto f = context_line_("renewing claims failed");
+      f["count"] = failed;
+      f["error"] = detail;
+      log_->warn(f);
+      health_.counters.arbitration_write_errors += failed;
+    }
+  }
+}
 
 pass_runner::pass_runner(asio::any_io_executor ex, std::shared_ptr<delivery::deliverer> deliverer,
                          std::shared_ptr<arbitration::arbitrator> arbitrator,
@@ -242,9 +312,18 @@ void pass_runner::report_writes(const std::vector<std::uint32_t>& keys,
 asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32_t> keys,
                                               const pass_settings& settings) {
   pass_result result;
-  const auto run = std::make_shared<pass_run>(executor_, settings, std::move(keys));
+  auto run = std::make_shared<pass_run>(executor_, settings, std::move(keys));
+  const pass_over over{run};
   pass_ = run;
   if (stopping_) apply(run, run->engine.stop());
+  if (const auto ttl = arbitrator_->claim_ttl(); ttl.count() > 0) {
+    // Three renewals per claim_ttl: one may fail or come late without
+    // the claim expiring.
+    const auto every = std::max<std::chrono::milliseconds>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(ttl) / 3,
+        std::chrono::milliseconds(100));
+    asio::co_spawn(executor_, renew_claims(run, every), asio::detached);
+  }
 
   // The engine decides; this loop only carries its actions out.
   for (;;) {
@@ -280,6 +359,9 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
       }
       case pass_action::kind::claim: {
         const auto answers = co_await claim_batch(in, a.uids, result);
+        for (std::size_t i = 0; i < answers.size() && i < a.uids.size(); ++i)
+          if (answers[i] == claim_answer::granted)
+            run->held[a.uids[i]] = in.claim_request(a.uids[i]);
         run->engine.claimed(answers);
         break;
       }
@@ -311,6 +393,7 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         for (const auto key : a.uids)
           ops.push_back(write_claim(arbitrator_, in.claim_request(key), {}));
         report_writes(a.uids, co_await run_all(executor_, std::move(ops)), false);
+        for (const auto key : a.uids) run->held.erase(key);
         run->engine.released();
         break;
       }
@@ -319,6 +402,7 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         for (const auto key : a.uids)
           ops.push_back(write_claim(arbitrator_, in.claim_request(key), in.message(key, {}).id));
         report_writes(a.uids, co_await run_all(executor_, std::move(ops)), true);
+        for (const auto key : a.uids) run->held.erase(key);
         run->engine.recorded();
         break;
       }

@@ -73,12 +73,16 @@ class pass_runner {
   // finish, nothing more is fetched.
   void stop();
 
+  struct pass_run;  // one pass on the event loop (.cpp)
+
  private:
-  struct pass_run;
   boost::asio::awaitable<void> deliver_one(std::shared_ptr<pass_run> run, mail_message m);
   void delivery_done(const std::shared_ptr<pass_run>& run, std::uint32_t key,
                      delivery_outcome outcome, const delivery::result& r);
   void apply(const std::shared_ptr<pass_run>& run, const delivery_orders& orders);
+  // Renews the claims the pass holds every `every` until the pass is over.
+  boost::asio::awaitable<void> renew_claims(std::shared_ptr<pass_run> run,
+                                            std::chrono::milliseconds every);
   // Logs and counts the releases or records (`records`) that did not happen.
   void report_writes(const std::vector<std::uint32_t>& keys, const std::vector<claim_write>& writes,
                      bool records);

@@ -270,11 +270,14 @@ asio::awaitable<error_code> watcher::session(imap::client& c, bool& logged_in) {
     std::chrono::milliseconds wait =
         std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
     // Messages another instance claimed are normally flagged by it soon; if it
-    // died instead, they become ours once the claim expires. Look again then
-    // rather than after a whole idle_timeout (no new mail would wake us).
+    // died instead, they become ours once its last renewal expires, within
+    // claim_ttl. Look again every half claim_ttl rather than after a whole
+    // idle_timeout (no new mail would wake us): such a message is delivered
+    // within 1.5 x claim_ttl of the other instance's death.
     if (pass.claimed_elsewhere)
       wait = std::min<std::chrono::milliseconds>(
-          wait, mb_.arbitration_opts.claim_ttl + std::chrono::seconds(1));
+          wait, std::max<std::chrono::milliseconds>(mb_.arbitration_opts.claim_ttl / 2,
+                                                    std::chrono::seconds(1)));
     // Mail announced while we were busy: look again before idling.
     if (c.take_new_mail_hint()) continue;
     log_->info(context_line("Idling"));

@@ -1104,6 +1104,56 @@ def test_sigkill_mid_drain_then_restart(servers, user, workdir, mailroom, fault_
         gatekeeper.close()
 
 
+def test_claims_of_a_killed_instance_pass_to_another_within_15s(servers, user, workdir, mailroom, fault_table,
+                                                               drain_queue):
+    """Two instances on one mailbox, the default claim_ttl (10 s).  A delivers to
+    a webhook that holds its answers (a 60 s response timeout), so A holds the
+    claims of the whole batch (20 messages, a webhook batch) with its
+    deliveries running.  B, delivering to Sidekiq, keeps finding them taken;
+    after B's third look (10 s, a claim_ttl, after its first) they are still
+    outstanding and nothing was delivered: A renews them.  Then A is
+    SIGKILLed: its claims expire within claim_ttl and B, looking every
+    claim_ttl / 2, delivers all 20, each once, within 1.5 x claim_ttl."""
+    n = 20
+    msgs = shared_setup(servers, user, "claimkill", n=n)
+    r = servers.r
+    key = "queue:" + drain_queue
+    w = harness.WebhookReceiver()
+    try:
+        with Tally(fault_table, "SIGKILL of the claim holder, another instance", msgs,
+                   lambda: sidekiq_deliveries(r, drain_queue), lambda: mailbox_messages(servers.imap_port, user),
+                   quick=lambda: r.llen(key)) as t:
+            arb = arbitration(servers.redis_url)  # claim_ttl: the default
+            ns = arb["arbitration_options"]["namespace"]
+            w.hold()
+            webhook = {"delivery_method": "postback",
+                       "delivery_options": {"delivery_url": w.url(), "content_type": "text/plain",
+                                            "read_timeout": 60}}
+            a = mailroom(fault_mailbox(servers, user, workdir, "mailroom-a", webhook,
+                                       arbitration=copy.deepcopy(arb)), name="mailroom-a")
+            harness.wait_until(w.held.is_set, 30, "A's first webhook request to be held", proc=a)
+            b = mailroom(fault_mailbox(servers, user, workdir, "mailroom-b",
+                                       harness.sidekiq_delivery(servers.redis_url, drain_queue),
+                                       arbitration=copy.deepcopy(arb)), name="mailroom-b")
+            b.wait_log("Getting new messages", 3, timeout=40, desc="B's third look at the claimed messages")
+            claims = arbitration_keys(r, ns, user, servers.imap_port)
+            assert len(claims) == n and all(v.startswith("claimed:") for v, _ in claims.values()), \
+                f"{len(claims)} claims outstanding after B's third look, expected {n}"
+            assert r.llen(key) == 0 and not b.records("sending to deliverer"), "B delivered while A held the claims"
+            t.add_note(f"A's {len(claims)} claims still held at B's third look")
+            t0 = time.monotonic()
+            a.kill()
+            wait_drained(t, b, 30)
+            took = time.monotonic() - t0
+            t.add_note(f"A killed -> all {n} delivered by B in {took:.1f} s")
+            assert took < 17, f"B took {took:.1f} s after the kill (claim_ttl 10 s, a look every 5 s)"
+            b.stop_ok(timeout=30)
+            assert not arbitration_keys(r, ns, user, servers.imap_port), "claims left after the drain"
+            t.check()
+    finally:
+        w.close()
+
+
 @pytest.mark.parametrize("instances", [2, 3])
 def test_instances_share_a_mailbox(servers, user, workdir, mailroom, fault_table, drain_queue, instances):
     """k instances with redis arbitration start together on a full mailbox:

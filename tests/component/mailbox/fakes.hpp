@@ -127,6 +127,14 @@ class fake_arbitrator : public arbitration::arbitrator {
     co_return arbitration::write_result::done;
   }
 
+  boost::asio::awaitable<arbitration::write_result> renew(const arbitration::claim_request& r,
+                                                          std::string&) override {
+    renewals.push_back(r);
+    ++renewal_count;
+    co_return arbitration::write_result::done;
+  }
+  std::chrono::seconds claim_ttl() const override { return ttl; }
+
   boost::asio::awaitable<arbitration::write_result> mark_delivered(
       const arbitration::claim_request& r, const std::string& jid, std::string& detail) override {
     marked.push_back(r);
@@ -153,6 +161,10 @@ class fake_arbitrator : public arbitration::arbitrator {
 
   std::vector<arbitration::claim_request> claims;
   std::vector<arbitration::claim_request> releases;
+  std::vector<arbitration::claim_request> renewals;
+  std::atomic<int> renewal_count{0};  // read by the fake server's thread
+  // Claims renewed every max(ttl / 3, 1 s) by the pass; 0: never.
+  std::chrono::seconds ttl{0};
   arbitration::write_result record_result_ = arbitration::write_result::done;
   std::vector<arbitration::claim_request> marked;
   std::vector<std::string> marked_jids;

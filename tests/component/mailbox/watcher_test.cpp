@@ -1331,9 +1331,10 @@ TEST_F(WatcherTest, MessageWithDeliveredRecordIsFlaggedWithoutASecondDelivery) {
 }
 
 TEST_F(WatcherTest, MessagesClaimedElsewhereAreLookedAtAgainAfterTheClaimTtl) {
-  // A claim left by a process that died: it expires after claim_ttl, and no
-  // new mail will wake the IDLE, so the next pass must come by itself.
-  mb_.arbitration_opts.claim_ttl = 1s;
+  // A claim left by a process that died: it expires within claim_ttl, and no
+  // new mail will wake the IDLE, so the next pass must come by itself, every
+  // half claim_ttl.
+  mb_.arbitration_opts.claim_ttl = 4s;
   arbitrator_->answer_for(3, claim_result::taken);
   imap_script s = session_start();
   search(s, "3");
@@ -1348,7 +1349,7 @@ TEST_F(WatcherTest, MessagesClaimedElsewhereAreLookedAtAgainAfterTheClaimTtl) {
 
   run_watcher();
 
-  // Looked again after claim_ttl + 1 s: the 30 s idle_timeout would have
+  // Looked again after claim_ttl / 2: the 30 s idle_timeout would have
   // outlasted the run.
   EXPECT_EQ(deliverer_->delivered_uids(), uid_list{3});
   EXPECT_GE(idle_done_ms_.load() - answered_ms_.load(), 2000);
@@ -1378,6 +1379,31 @@ TEST_F(WatcherTest, DeliveryCarriesAStableJidThatIsRecordedBeforeTheFlags) {
   ASSERT_EQ(arbitrator_->marked_jids.size(), 2u);
   EXPECT_EQ(arbitrator_->marked_jids[0], deliverer_->attempts[0].message.id);
   EXPECT_EQ(marked_at_store_.load(), 2) << "delivery recorded before UID STORE";
+}
+
+TEST_F(WatcherTest, ClaimsAreRenewedWhileTheirDeliveryRuns) {
+  // claim_ttl 1 s: renewed about every 333 ms. The target holds 5 until the
+  // claims of 5 and 6 were renewed twice.
+  arbitrator_->ttl = 1s;
+  deliverer_->hold(io_.get_executor(), 5);
+  imap_script s = session_start();
+  search(s, "5 6");
+  fetch(s, "5:6", {5, 6});
+  s.wait_for([a = arbitrator_] { return a->renewal_count >= 4; }, "claims renewed twice")
+      .call([d = deliverer_] { d->release(5); });
+  store(s, "5:6");
+  expunge(s, "5:6");
+  idle_until_stopped(s, stop_);
+  server_.add(s);
+
+  run_watcher();
+
+  EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{6, 5}));
+  const auto renewed = fake_arbitrator::uids(arbitrator_->renewals);
+  ASSERT_GE(renewed.size(), 4u);
+  // Only what the pass held: 5 and 6 (6 until the batch was recorded).
+  for (const auto uid : renewed) EXPECT_TRUE(uid == 5 || uid == 6) << uid;
+  EXPECT_EQ(arbitrator_->marked.size(), 2u);
 }
 
 TEST_F(WatcherTest, ARecordTheStoreDidNotTakeIsLoggedCountedAndStillFlagged) {

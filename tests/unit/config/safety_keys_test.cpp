@@ -33,7 +33,7 @@ TEST(safety_keys, defaults) {
   EXPECT_EQ(mb.on_oversize, oversize_action::flag);
   EXPECT_EQ(mb.oversize_keyword, "$MailroomOversize");
   EXPECT_EQ(mb.on_permanent_error, permanent_error_policy::exit_at_startup);
-  EXPECT_EQ(mb.arbitration_opts.claim_ttl, 120s);
+  EXPECT_EQ(mb.arbitration_opts.claim_ttl, 10s);
   EXPECT_EQ(r.cfg->health.stuck_after, 900s);
 }
 
@@ -107,7 +107,10 @@ TEST(safety_keys, stuck_after_below_the_idle_renewal_is_a_warning) {
       << test::dump(r);
 }
 
-TEST(safety_keys, claim_ttl_below_the_webhook_timeouts_is_a_warning) {
+TEST(safety_keys, a_short_claim_ttl_with_a_slow_webhook_is_fine) {
+  // Claims are renewed while their delivery runs: claim_ttl only bounds how
+  // long a dead instance's claims block the message, not how long a
+  // delivery may take.
   auto r = load(
       "mailboxes:\n"
       "  - email: alice@example.com\n"
@@ -118,12 +121,9 @@ TEST(safety_keys, claim_ttl_below_the_webhook_timeouts_is_a_warning) {
       "      delivery_token: t\n"
       "    arbitration_method: redis\n"
       "    arbitration_options:\n"
-      "      claim_ttl: 60\n");
+      "      claim_ttl: 5\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
-  EXPECT_NE(test::dump(r).find("arbitration_options.claim_ttl: 60 s is not above the webhook's "
-                               "connect + response timeout (70 s)"),
-            std::string::npos)
-      << test::dump(r);
+  EXPECT_EQ(test::dump(r).find("claim_ttl"), std::string::npos) << test::dump(r);
 }
 
 }  // namespace
