@@ -18,11 +18,12 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 oauth2_token_source::oauth2_token_source(asio::any_io_executor ex, config::oauth2_options opts,
-                                         std::shared_ptr<delivery::http_client> http)
+                                         std::shared_ptr<delivery::http_client> http, clock_fn now)
     : executor_(std::move(ex)),
       opts_(std::move(opts)),
       http_(std::move(http)),
-      refresh_token_(opts_.refresh_token) {}
+      refresh_token_(opts_.refresh_token),
+      now_(std::move(now)) {}
 
 void oauth2_token_source::reject(std::uint64_t generation) {
   // Only the token that was refused: a newer one was fetched meanwhile.
@@ -31,8 +32,7 @@ void oauth2_token_source::reject(std::uint64_t generation) {
 
 asio::awaitable<boost::system::result<imap::token_source::token>> oauth2_token_source::get(
     std::string& error_detail, std::shared_ptr<wait_handle> wait) {
-  if (generation_ != 0 && std::chrono::steady_clock::now() < renew_at_)
-    co_return token{token_, generation_};
+  if (generation_ != 0 && now_() < renew_at_) co_return token{token_, generation_};
   // One request at a time, whoever asks; it runs detached so that a caller
   // can give up waiting without cancelling it for the others.
   auto w = std::make_shared<waiter>(executor_);
@@ -88,7 +88,7 @@ asio::awaitable<void> oauth2_token_source::fetch(std::shared_ptr<oauth2_token_so
     if (!grant->refresh_token.empty()) s.refresh_token_ = secret(std::move(grant->refresh_token));
     ++s.generation_;
     ++s.renewals_;
-    s.renew_at_ = std::chrono::steady_clock::now() + renew_after(grant->expires_in);
+    s.renew_at_ = s.now_() + renew_after(grant->expires_in);
   }
   s.fetching_ = false;
   for (auto& w : s.waiting_) {

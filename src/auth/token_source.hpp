@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -24,8 +25,11 @@ namespace mailroom::auth {
 class oauth2_token_source : public imap::token_source,
                             public std::enable_shared_from_this<oauth2_token_source> {
  public:
+  using clock_fn = std::function<std::chrono::steady_clock::time_point()>;
+  // `now` is the clock renewals are timed by (tests pass their own).
   oauth2_token_source(boost::asio::any_io_executor ex, config::oauth2_options opts,
-                      std::shared_ptr<delivery::http_client> http);
+                      std::shared_ptr<delivery::http_client> http,
+                      clock_fn now = &std::chrono::steady_clock::now);
 
   // Waits for the token; the request itself runs on without the caller, so a
   // caller that is cancelled (a session closed at shutdown) returns at once
@@ -53,6 +57,7 @@ class oauth2_token_source : public imap::token_source,
   secret refresh_token_;  // the configured one, or the endpoint's newer one
   secret token_;
   std::uint64_t generation_ = 0;  // of token_; 0: none yet
+  clock_fn now_;
   std::chrono::steady_clock::time_point renew_at_{};
   // The outcome of the last request, for callers that waited on it.
   boost::system::error_code last_error_;
