@@ -1038,6 +1038,9 @@ def test_sigterm_mid_drain_then_restart(servers, user, workdir, mailroom, fault_
         gate = proxy.cut_in_literal(after_bytes=1000, skip=K, action="hold")
         mr = mailroom(cfg)
         held(gate, mr, f"body {K + 1}")
+        # The proxy has passed K literals on; the signal follows mailroom's
+        # reading them (a body read after it is not sent).
+        mr.wait_log("sending to deliverer", K, desc=f"the {K} bodies before the gate handed over")
         mr.proc.send_signal(signal.SIGTERM)
         harness.wait_http_status(f"http://{HOST}:{health}/liveness", 500, 10, "SIGTERM taken", proc=mr)
         gate.release()

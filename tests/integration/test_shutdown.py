@@ -26,8 +26,8 @@ def _arm(phase, imap, redis):
     a number, or a (min, max) range where it depends on how far the FETCH or
     the previous batch's deliveries had got)."""
     if phase == "fetch":
-        # 150 whole literals reach mailroom, the 151st stops after 1,000 bytes:
-        # exactly 150 deliveries start before the signal, none after it.
+        # 150 whole literals reach mailroom, the 151st stops after 1,000 bytes;
+        # the signal follows their 150 deliveries' start, and none starts after it.
         return imap.cut_in_literal(after_bytes=1000, skip=150, action="hold"), 150
     if phase == "lpush":
         # 100 jobs pushed; the 101st and every later Redis command wait (the
@@ -85,6 +85,11 @@ def test_sigterm_mid_drain_loses_and_doubles_nothing(servers, user, workdir, mai
             gate, expect = _arm(phase, imap, redis)
             mr = mailroom(config(health, f"mailroom-{phase}"), name=f"mailroom-{phase}")
             harness.wait_until(gate.held.is_set, 60, f"the drain to reach its gate ({phase})", proc=mr)
+            if phase == "fetch":
+                # The proxy has passed 150 literals on; the signal must come
+                # after mailroom has read them all (a body read after it is
+                # not sent).
+                mr.wait_log("sending to deliverer", 150, desc="the 150 bodies before the gate handed over")
             mr.proc.send_signal(signal.SIGTERM)
             harness.wait_http_status(f"http://{harness.HOST}:{health}/liveness", 500, 10,
                                      f"/liveness 500: SIGTERM taken ({phase})", proc=mr)
