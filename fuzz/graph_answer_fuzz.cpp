@@ -1,5 +1,6 @@
 // libFuzzer target for what mailroom reads out of Microsoft Graph's answers:
-// a page of messages (graph/api.hpp parse_message_page) and an error answer
+// a page of messages (graph/api.hpp parse_message_page), the oldest unread
+// message (parse_oldest_unread, for status) and an error answer
 // with its Retry-After header (classify). Both come from the network.
 //
 // Input layout: byte 0 is the HTTP status (400 + byte, so 400..655) for
@@ -34,6 +35,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& m : page->messages)
       if (m.id.empty()) std::abort();
   } else if (page.error() != graph_errc::bad_answer || detail.empty()) {
+    std::abort();
+  }
+
+  std::string oldest_detail;
+  const auto oldest = parse_oldest_unread(body, oldest_detail);
+  if (oldest) {
+    if (*oldest && (*oldest)->id.empty()) std::abort();
+  } else if (oldest.error() != graph_errc::bad_answer || oldest_detail.empty()) {
     std::abort();
   }
 

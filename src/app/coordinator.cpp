@@ -12,7 +12,8 @@
 #include "delivery/noop.hpp"
 #include "delivery/postback.hpp"
 #include "delivery/sidekiq.hpp"
-#include "mailbox/watcher.hpp"
+#include "mailbox/graph_watcher.hpp"
+#include "mailbox/imap_watcher.hpp"
 #include "observability/health_server.hpp"
 #include "redis/client.hpp"
 
@@ -52,6 +53,9 @@ std::size_t batch_size_for(config::delivery_method m) {
 // at once, so that after a failed request the ones not yet sent can be held
 // back (at most this many requests per pass reach a failing target).
 constexpr std::size_t http_threads = 4;
+// Microsoft Graph requests of all Graph mailboxes run on this many threads
+// (each mailbox runs up to 4 at once).
+constexpr std::size_t graph_threads = 8;
 
 // One client per distinct Redis target, shared by every mailbox that uses it.
 class redis_pool {
@@ -99,6 +103,9 @@ int run_service(const config::config& cfg, const run_options& opts) {
   redis_pool redis(ex);
   // Shared: the webhook deliveries and the OAuth2 token sources use it.
   std::shared_ptr<delivery::http_client> http;
+  // Microsoft Graph's calls (listing, bodies, marks) run on their own pool,
+  // so that they do not queue behind webhook deliveries.
+  std::shared_ptr<delivery::http_client> graph_http;
   std::map<std::string, std::shared_ptr<auth::oauth2_token_source>> token_sources;
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
   int exit_code = 0;
@@ -144,13 +151,35 @@ int run_service(const config::config& cfg, const run_options& opts) {
     } else {
       arbitrator = std::make_shared<arbitration::noop_arbitrator>();
     }
+    // One token per set of credentials, however many mailboxes use it.
+    auto token_source = [&](const std::shared_ptr<delivery::http_client>& client) {
+      auto& source = token_sources[auth::credentials_key(mb.oauth2)];
+      if (!source) source = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, client);
+      return source;
+    };
+    if (mb.is_graph()) {
+      if (!graph_http) graph_http = std::make_shared<delivery::http_client>(graph_threads);
+      mailbox::graph_watcher_options gopts;
+      gopts.graph.graph_endpoint = mb.graph.graph_endpoint;
+      gopts.graph.user = mb.email;
+      gopts.graph.folder = mb.name;
+      gopts.graph.token_url = mb.oauth2.token_url;
+      gopts.graph.connect_timeout = mb.connect_timeout;
+      gopts.graph.request_timeout = mb.command_timeout;
+      if (mb.limit_max_unread > 0) gopts.graph.max_listed = mb.limit_max_unread;
+      gopts.fetch_bytes = std::max<std::uint64_t>(gopts.fetch_bytes, mb.max_message_size);
+      gopts.fetch_batch = batch_size_for(mb.delivery);
+      if (mb.delivery == config::delivery_method::postback)
+        gopts.max_deliveries_in_flight = http_threads;
+      watchers.push_back(std::make_unique<mailbox::graph_watcher>(
+          ex, mb, graph_http, token_source(graph_http), std::move(deliverer), std::move(arbitrator),
+          log, gopts));
+      continue;
+    }
     mailbox::watcher_options wopts;
     if (mb.auth != config::auth_method::login) {
-      // One token per set of credentials, however many mailboxes use it.
       if (!http) http = std::make_shared<delivery::http_client>(http_threads);
-      auto& source = token_sources[auth::credentials_key(mb.oauth2)];
-      if (!source) source = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, http);
-      wopts.imap.tokens = source;
+      wopts.imap.tokens = token_source(http);
     }
     wopts.imap.connect_timeout = mb.connect_timeout;
     wopts.imap.command_timeout = mb.command_timeout;
@@ -163,8 +192,8 @@ int run_service(const config::config& cfg, const run_options& opts) {
     wopts.fetch_batch = batch_size_for(mb.delivery);
     if (mb.delivery == config::delivery_method::postback)
       wopts.max_deliveries_in_flight = http_threads;
-    watchers.push_back(std::make_unique<mailbox::watcher>(ex, mb, std::move(deliverer),
-                                                          std::move(arbitrator), log, wopts));
+    watchers.push_back(std::make_unique<mailbox::imap_watcher>(ex, mb, std::move(deliverer),
+                                                               std::move(arbitrator), log, wopts));
   }
 
   observability::health_server health(ex);
@@ -188,6 +217,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
     // Every watcher is done, so no delivery is in flight: what the HTTP pool
     // still runs (a token request nobody waits for) is abandoned.
     if (http) http->abort_all();
+    if (graph_http) graph_http->abort_all();
     health.stop();
     signals.cancel();
     grace.cancel();

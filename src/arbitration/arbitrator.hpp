@@ -20,6 +20,9 @@ struct claim_request {
   std::string server;
   std::uint32_t uidvalidity = 0;
   std::uint32_t uid = 0;
+  // A Microsoft Graph message: its immutable id, which names it in place of
+  // UIDVALIDITY and UID ("" for IMAP).
+  std::string message_id;
 };
 
 enum class claim_result {

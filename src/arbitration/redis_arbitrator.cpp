@@ -14,13 +14,19 @@ namespace mailroom::arbitration {
 std::string arbitration_key(const config::arbitration_options& opts, const claim_request& r) {
   switch (opts.key_format) {
     case config::arbitration_key_format::mail_room:
-      return opts.redis.key(fmt::format("delivered:{}", r.uid));
+      // mail_room keys a Graph message by its id, an IMAP one by its UID.
+      return r.message_id.empty() ? opts.redis.key(fmt::format("delivered:{}", r.uid))
+                                  : opts.redis.key("delivered:" + r.message_id);
     case config::arbitration_key_format::scoped:
       break;
   }
   // A UID names a message only within one folder of one account on one
   // server and one UIDVALIDITY (RFC 3501 §2.3.1.1), so all of them go into
-  // the key.
+  // the key. A Graph message's immutable id stands for UIDVALIDITY and UID.
+  if (!r.message_id.empty())
+    return opts.redis.key(fmt::format("delivered:{}/{}@{}:{}", r.mailbox_email,
+                                      config::canonical_folder(r.mailbox_name), r.server,
+                                      r.message_id));
   return opts.redis.key(fmt::format("delivered:{}/{}@{}:{}:{}", r.mailbox_email,
                                     config::canonical_folder(r.mailbox_name), r.server,
                                     r.uidvalidity, r.uid));
@@ -119,7 +125,8 @@ boost::asio::awaitable<claim_result> redis_arbitrator::claim(const claim_request
     const claim_result seen = co_await existing(key, error_detail);
     co_return seen == claim_result::granted ? claim_result::taken : seen;
   }
-  if (!unscoped_keys_may_exist()) co_return claim_result::granted;
+  // No previous version read Graph inboxes.
+  if (!unscoped_keys_may_exist() || !r.message_id.empty()) co_return claim_result::granted;
 
   // Granted under the new key; the previous version may have claimed or
   // delivered the message under its key, without the server.

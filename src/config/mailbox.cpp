@@ -1,4 +1,4 @@
-// One entry of `mailboxes:`: the IMAP fields, logger, inbox method, then the
+// One entry of `mailboxes:`: the inbox method, the IMAP fields, logger, then the
 // delivery and arbitration blocks (delivery.cpp).
 #include "config/parse.hpp"
 
@@ -56,7 +56,9 @@ void read_logger(map_view& m, log_destination& out) {
 void read_imap_fields(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
   require(m, "email");
-  if (mb.auth == auth_method::login) require(m, "password");
+  // A Graph inbox (IMAP keys written by GitLab's templates are read and
+  // ignored) has no password.
+  if (mb.auth == auth_method::login && !mb.is_graph()) require(m, "password");
   require(m, "name");
   read_secret(m, "password", mb.password);
   for (auto key : {"email", "name"}) {
@@ -151,7 +153,7 @@ bool is_atom(std::string_view s) {
 void read_safety_fields(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
   read_bool(m, "allow_plaintext_login", mb.allow_plaintext_login, null_means::error);
-  if (!mb.ssl.enabled && !mb.start_tls && !mb.allow_plaintext_login) {
+  if (!mb.ssl.enabled && !mb.start_tls && !mb.allow_plaintext_login && !mb.is_graph()) {
     auto* e = m.get("ssl");
     ctx.error(e != nullptr ? e->line : m.line(), "ssl",
               "is false and start_tls is not set: LOGIN would send the password unencrypted. "
@@ -229,16 +231,14 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
   std::string inbox = "imap";
   if (read_symbol(m, "inbox_method", inbox)) {
     inbox = lower(inbox);
-    if (inbox == "microsoft_graph") {
-      ctx.error(m.get("inbox_method")->line, "inbox_method",
-                "Microsoft Graph inboxes are not supported yet");
-    } else if (inbox != "imap") {
+    if (inbox != "imap" && inbox != "microsoft_graph") {
       auto* e = m.get("inbox_method");
       ctx.warning(
           e->line, "inbox_method",
           "unknown inbox_method " + ctx.shown(e->value) + ": using IMAP, as mail_room does");
     }
   }
+  if (inbox == "microsoft_graph") mb.inbox = inbox_method::microsoft_graph;
   if (inbox != "microsoft_graph") {
     if (auto* e = m.get("inbox_options"); e != nullptr && !e->value.IsNull()) {
       if (e->value.IsMap()) {
@@ -254,13 +254,16 @@ mailbox read_mailbox(context& ctx, const YAML::Node& node, std::size_t index) {
       }
       ctx.warning(e->line, "inbox_options", "is only used by Microsoft Graph inboxes (ignored)");
     }
+    read_auth(m, mb);
   } else {
-    m.ignore("inbox_options");
+    // A Graph inbox authenticates with inbox_options' app credentials.
+    m.warn_unused({"auth_method", "oauth2"}, "only used by IMAP inboxes");
   }
-
-  read_auth(m, mb);
   read_imap_fields(m, mb);
   read_safety_fields(m, mb);
+  if (mb.is_graph()) {
+    read_graph_options(m, m.get("inbox_options"), mb);
+  }
   read_logger(m, mb.log);
   read_delivery(m, mb);
   read_arbitration(m, mb);

@@ -153,13 +153,37 @@ enum class permanent_error_policy {
   exit,             // always exit 1
 };
 
+// Where a mailbox's mail is read from (mail_room's inbox_method).
+enum class inbox_method {
+  imap,
+  microsoft_graph,  // the Microsoft Graph REST API (Microsoft 365, Exchange Online)
+};
+
+// mail_room's inbox_options of a Microsoft Graph inbox. The access token is
+// an application's (client credentials, permission Mail.ReadWrite); the
+// loader turns these into the mailbox's oauth2_options, so that the token
+// source is the one IMAP's OAuth2 uses.
+struct graph_options {
+  std::string tenant_id;
+  std::string client_id;
+  secret client_secret;
+  std::chrono::seconds poll_interval{60};  // between passes
+  // Without a trailing slash. https://, or http:// to a loopback host (tests).
+  std::string azure_ad_endpoint = "https://login.microsoftonline.com";
+  std::string graph_endpoint = "https://graph.microsoft.com";
+};
+
 struct mailbox {
   source_location where;  // the line of the "- " list entry
+  inbox_method inbox = inbox_method::imap;
+  graph_options graph;  // with inbox_method microsoft_graph
   std::string email;
   secret password;  // with auth_method login
   auth_method auth = auth_method::login;
-  oauth2_options oauth2;  // with xoauth2 / oauthbearer
-  std::string name;       // the IMAP folder to SELECT
+  oauth2_options oauth2;  // with xoauth2 / oauthbearer, and for a Graph inbox
+  std::string name;       // the IMAP folder to SELECT (Graph: a folder name or id)
+  // The IMAP server; for a Graph inbox, the graph_endpoint's host and port
+  // (so that server() and label() name it).
   std::string host = "imap.gmail.com";
   std::uint16_t port = 993;
   tls_options ssl;  // ssl: true by default
@@ -202,6 +226,8 @@ struct mailbox {
     if (h.find(':') != std::string::npos) h = "[" + h + "]";
     return h + ":" + std::to_string(port);
   }
+  bool is_graph() const { return inbox == inbox_method::microsoft_graph; }
+
   // "email/name@host:port": names one configured mailbox in metrics,
   // /readiness, --mailbox and the operator commands' output. Unique within a
   // configuration: two entries with the same identity are a config error.

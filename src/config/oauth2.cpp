@@ -29,38 +29,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-// The host of an http(s) URL, or "" when it has none.
-std::string url_host(std::string_view url) {
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) return {};
-  std::string_view rest = url.substr(scheme_end + 3);
-  rest = rest.substr(0, rest.find_first_of("/?#"));
-  if (const auto at = rest.rfind('@'); at != std::string_view::npos) rest = rest.substr(at + 1);
-  if (!rest.empty() && rest.front() == '[') {
-    const auto close = rest.find(']');
-    return close == std::string_view::npos ? std::string{} : std::string(rest.substr(1, close - 1));
-  }
-  return std::string(rest.substr(0, rest.find(':')));
-}
-
-// https://, or http:// to this machine only: the endpoint receives the client
-// secret and the refresh token.
-void check_endpoint(map_view& m, std::string_view key, const std::string& url) {
-  const auto* e = m.get(key);
-  const int line = e != nullptr ? e->line : m.line();
-  const std::string l = lower(url);
-  const std::string host = url_host(url);
-  if (host.empty() || (!l.starts_with("https://") && !l.starts_with("http://"))) {
-    m.ctx.error(line, m.path_of(key), "must be an https:// URL");
-  } else if (l.starts_with("http://") && !is_loopback_host(host)) {
-    m.ctx.error(line, m.path_of(key),
-                fmt::format("http:// is accepted only for a loopback host (got host {}): the "
-                            "endpoint receives the client secret and the refresh token; use "
-                            "https://",
-                            host));
-  }
-}
-
 void read_oauth2(map_view& o, mailbox& mb) {
   context& ctx = o.ctx;
   oauth2_options& out = mb.oauth2;
@@ -112,7 +80,8 @@ void read_oauth2(map_view& o, mailbox& mb) {
   } else if (out.token_url.empty() && !o.has("provider")) {
     ctx.error(o.line(), o.path_of("token_url"), "is required without a provider");
   }
-  if (!out.token_url.empty()) check_endpoint(o, "token_url", out.token_url);
+  if (!out.token_url.empty())
+    check_endpoint(o, "token_url", out.token_url, "the client secret and the refresh token");
 }
 
 }  // namespace
@@ -125,6 +94,39 @@ bool is_loopback_host(std::string_view host) {
   if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
   in6_addr v6{};
   return ::inet_pton(AF_INET6, h.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+std::string url_host(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return {};
+  std::string_view rest = url.substr(scheme_end + 3);
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) rest = rest.substr(at + 1);
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    return close == std::string_view::npos ? std::string{} : std::string(rest.substr(1, close - 1));
+  }
+  return std::string(rest.substr(0, rest.find(':')));
+}
+
+bool check_endpoint(map_view& m, std::string_view key, const std::string& url,
+                    std::string_view receives) {
+  const auto* e = m.get(key);
+  const int line = e != nullptr ? e->line : m.line();
+  const std::string l = lower(url);
+  const std::string host = url_host(url);
+  if (host.empty() || (!l.starts_with("https://") && !l.starts_with("http://"))) {
+    m.ctx.error(line, m.path_of(key), "must be an https:// URL");
+    return false;
+  }
+  if (l.starts_with("http://") && !is_loopback_host(host)) {
+    m.ctx.error(line, m.path_of(key),
+                fmt::format("http:// is accepted only for a loopback host (got host {}): the "
+                            "endpoint receives {}; use https://",
+                            host, receives));
+    return false;
+  }
+  return true;
 }
 
 void read_auth(map_view& m, mailbox& mb) {

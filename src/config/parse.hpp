@@ -40,6 +40,17 @@ void read_auth(map_view& mbox, mailbox& mb);
 // True for localhost, 127.0.0.0/8 and ::1: the only hosts an http:// (not
 // https://) endpoint may name.
 bool is_loopback_host(std::string_view host);
+// The host of an http(s) URL (without brackets for IPv6), or "" when it has none.
+std::string url_host(std::string_view url);
+// `url` (the value of `key`) must be https://, or http:// to a loopback host:
+// the endpoint receives `receives`. An error naming the key otherwise.
+bool check_endpoint(map_view& m, std::string_view key, const std::string& url,
+                    std::string_view receives);
+
+// --- graph.cpp ---
+// inbox_options of a Microsoft Graph inbox (`e`, nullptr when absent), into
+// mb.graph, mb.oauth2 and the host and port that name the mailbox.
+void read_graph_options(map_view& mbox, const map_view::entry* e, mailbox& mb);
 
 // --- mailbox.cpp ---
 // One `mailboxes:` entry; `index` is its 0-based position.

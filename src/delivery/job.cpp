@@ -29,6 +29,25 @@ std::string make_jid() {
   return out;
 }
 
+namespace {
+
+// The first 12 bytes of SHA-256(input), in lowercase hex.
+std::string jid_of(const std::string& input) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("SHA-256 failure");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out(24, '\0');
+  for (std::size_t i = 0; i < 12; ++i) {
+    out[2 * i] = hex[digest[i] >> 4];
+    out[2 * i + 1] = hex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
                        std::uint32_t uidvalidity, std::uint32_t uid) {
   // NUL-separated: no server, account or folder name can make two tuples
@@ -44,17 +63,17 @@ std::string stable_jid(std::string_view server, std::string_view email, std::str
   input += std::to_string(uidvalidity);
   input += '\0';
   input += std::to_string(uid);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(input.data(), input.size(), digest, &len, EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("SHA-256 failure");
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out(24, '\0');
-  for (std::size_t i = 0; i < 12; ++i) {
-    out[2 * i] = hex[digest[i] >> 4];
-    out[2 * i + 1] = hex[digest[i] & 0xf];
+  return jid_of(input);
+}
+
+std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
+                       std::string_view message_id) {
+  std::string input = "mailroom-graph-message-v1";
+  for (const auto part : {server, email, folder, message_id}) {
+    input += '\0';
+    input += part;
   }
-  return out;
+  return jid_of(input);
 }
 
 double epoch_seconds_now() {

@@ -29,6 +29,10 @@ std::string make_jid();
 // config::canonical_folder() gives it.
 std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
                        std::uint32_t uidvalidity, std::uint32_t uid);
+// The same for a Microsoft Graph message, named by its immutable id (which
+// stays the same while the message is in the mailbox, moves included).
+std::string stable_jid(std::string_view server, std::string_view email, std::string_view folder,
+                       std::string_view message_id);
 
 // {"class":"<worker>","args":["<utf8_body>"],"queue":"<queue>","jid":"<jid>","retry":false,"enqueued_at":<float>}
 // Compact, keys in this order. `utf8_body` (and the other strings) MUST be valid

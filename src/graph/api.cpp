@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace mailroom::graph {
@@ -24,6 +25,8 @@ class category final : public boost::system::error_category {
         return "Microsoft Graph refused the request";
       case graph_errc::bad_answer:
         return "unexpected answer from Microsoft Graph";
+      case graph_errc::not_found:
+        return "no such message in Microsoft Graph";
     }
     return "graph error";
   }
@@ -31,6 +34,25 @@ class category final : public boost::system::error_category {
 
 // The size property asked for with each listed message (PR_MESSAGE_SIZE).
 constexpr std::string_view size_property = "Integer 0x0E08";
+
+// Whether an extended property's id names PR_MESSAGE_SIZE. Graph answers the
+// id in its own spelling ("Integer 0xe08"), so the tag is compared as a number.
+bool is_size_property(std::string_view id) {
+  constexpr std::string_view type = "Integer 0x";
+  if (id.size() <= type.size() || id.size() > type.size() + 8) return false;
+  for (std::size_t i = 0; i < type.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(id[i])) !=
+        std::tolower(static_cast<unsigned char>(type[i])))
+      return false;
+  const std::string_view tag = id.substr(type.size());
+  unsigned n = 0;
+  const auto [end, ec] = std::from_chars(tag.data(), tag.data() + tag.size(), n, 16);
+  return ec == std::errc{} && end == tag.data() + tag.size() && n == 0x0E08;
+}
+
+// Unread messages, with receivedDateTime first (see list_unread_url).
+constexpr std::string_view unread_filter =
+    "receivedDateTime%20ge%201900-01-01T00:00:00Z%20and%20isRead%20eq%20false";
 
 std::string user_messages(std::string_view graph_endpoint, std::string_view user) {
   std::string url(graph_endpoint);
@@ -54,7 +76,8 @@ const boost::system::error_category& graph_category() {
 }
 
 bool is_retriable(boost::system::error_code ec) {
-  return ec != graph_errc::refused && ec != graph_errc::token_rejected;
+  return ec != graph_errc::refused && ec != graph_errc::token_rejected &&
+         ec != graph_errc::not_found;
 }
 
 std::string encode_path_segment(std::string_view s) {
@@ -81,13 +104,52 @@ std::string list_unread_url(std::string_view graph_endpoint, std::string_view us
   std::string url = user_messages(graph_endpoint, user);
   url += "/mailFolders/";
   url += encode_path_segment(folder);
-  // Oldest first, so that a backlog is delivered in arrival order.
-  url += "/messages?$filter=isRead%20eq%20false&$orderby=receivedDateTime%20asc&$select=id";
+  // Oldest first, so that a backlog is delivered in arrival order. Graph
+  // refuses an $orderby whose property does not lead the $filter
+  // (InefficientFilter), hence the always-true date clause.
+  url += "/messages?$filter=";
+  url += unread_filter;
+  url += "&$orderby=receivedDateTime%20asc&$select=id,categories";
   url += "&$expand=singleValueExtendedProperties($filter=id%20eq%20'";
   url += encode_path_segment(size_property);
   url += "')&$top=";
   url += std::to_string(page_size);
   return url;
+}
+
+std::string oldest_unread_url(std::string_view graph_endpoint, std::string_view user,
+                              std::string_view folder) {
+  std::string url = user_messages(graph_endpoint, user);
+  url += "/mailFolders/";
+  url += encode_path_segment(folder);
+  url += "/messages?$filter=";
+  url += unread_filter;
+  url += "&$orderby=receivedDateTime%20asc&$select=id,receivedDateTime,subject&$top=1";
+  return url;
+}
+
+boost::system::result<std::optional<message_summary>> parse_oldest_unread(std::string_view body,
+                                                                          std::string& detail) {
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  const auto value = json.is_object() ? json.find("value") : json.end();
+  if (json.is_discarded() || !json.is_object() || value == json.end() || !value->is_array()) {
+    detail = "an answer without a \"value\" array: " + excerpt(body);
+    return make_error_code(graph_errc::bad_answer);
+  }
+  if (value->empty()) return std::optional<message_summary>{};
+  const auto& m = value->front();
+  if (!m.is_object() || !m.contains("id") || !m["id"].is_string() ||
+      m["id"].get_ref<const std::string&>().empty()) {
+    detail = "a listed message without an id";
+    return make_error_code(graph_errc::bad_answer);
+  }
+  message_summary out;
+  out.id = m["id"].get<std::string>();
+  if (m.contains("receivedDateTime") && m["receivedDateTime"].is_string())
+    out.received = m["receivedDateTime"].get<std::string>();
+  if (m.contains("subject") && m["subject"].is_string())
+    out.subject = m["subject"].get<std::string>();
+  return std::optional<message_summary>(std::move(out));
 }
 
 std::string message_url(std::string_view graph_endpoint, std::string_view user,
@@ -126,7 +188,9 @@ boost::system::result<message_page> parse_message_page(std::string_view body,
     const auto props = m.find("singleValueExtendedProperties");
     if (props != m.end() && props->is_array()) {
       for (const auto& p : *props) {
-        if (!p.is_object() || p.value("id", "") != size_property) continue;
+        if (!p.is_object() || !p.contains("id") || !p["id"].is_string() ||
+            !is_size_property(p["id"].get_ref<const std::string&>()))
+          continue;
         const auto v = p.find("value");
         if (v == p.end()) continue;
         if (v->is_number_unsigned()) {
@@ -138,6 +202,10 @@ boost::system::result<message_page> parse_message_page(std::string_view body,
           if (ec == std::errc{} && end == s.data() + s.size()) lm.size = n;
         }
       }
+    }
+    if (const auto cats = m.find("categories"); cats != m.end() && cats->is_array()) {
+      for (const auto& c : *cats)
+        if (c.is_string()) lm.categories.push_back(c.get<std::string>());
     }
     page.messages.push_back(std::move(lm));
   }
@@ -183,6 +251,8 @@ failure classify(long status, std::string_view body, std::string_view retry_afte
       f.retry_after = std::chrono::seconds(std::min<std::uint64_t>(s, 3600));
   } else if (status == 401) {
     f.ec = graph_errc::token_rejected;
+  } else if (status == 404 && code == "ErrorItemNotFound") {
+    f.ec = graph_errc::not_found;
   } else if (status >= 500 || status == 408) {
     f.ec = graph_errc::unavailable;
   } else {

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,7 @@ enum class graph_errc {
   unavailable,         // 5xx, or no answer: retry with backoff
   refused,             // another 4xx (no such user or folder, no permission): permanent
   bad_answer,          // a 2xx whose body is not what Graph sends
+  not_found,           // 404 ErrorItemNotFound: the message is gone (deleted or moved meanwhile)
 };
 const boost::system::error_category& graph_category();
 inline boost::system::error_code make_error_code(graph_errc e) {
@@ -38,9 +40,13 @@ bool is_retriable(boost::system::error_code ec);
 
 // `graph_endpoint` without a trailing slash, e.g. https://graph.microsoft.com.
 // `user` is the mailbox's user (an address or an id), `folder` a well-known
-// folder name (inbox) or a folder id.
+// folder name (inbox) or a folder id. The page lists id, categories and the
+// size property only.
 std::string list_unread_url(std::string_view graph_endpoint, std::string_view user,
                             std::string_view folder, std::size_t page_size);
+// The oldest unread message only, with its arrival time and subject (status).
+std::string oldest_unread_url(std::string_view graph_endpoint, std::string_view user,
+                              std::string_view folder);
 std::string message_url(std::string_view graph_endpoint, std::string_view user,
                         std::string_view id);  // PATCH, DELETE
 std::string message_value_url(std::string_view graph_endpoint, std::string_view user,
@@ -57,7 +63,8 @@ std::string encode_path_segment(std::string_view s);
 
 struct listed_message {
   std::string id;
-  std::uint64_t size = 0;  // PR_MESSAGE_SIZE; 0 when Graph did not give it
+  std::uint64_t size = 0;               // PR_MESSAGE_SIZE; 0 when Graph did not give it
+  std::vector<std::string> categories;  // the oversize keyword is kept here
 };
 struct message_page {
   std::vector<listed_message> messages;
@@ -69,6 +76,15 @@ struct message_page {
 boost::system::result<message_page> parse_message_page(std::string_view body,
                                                        std::string_view graph_endpoint,
                                                        std::string& detail);
+
+struct message_summary {
+  std::string id;
+  std::string received;  // receivedDateTime as Graph gives it (ISO 8601, UTC)
+  std::string subject;
+};
+// The answer of oldest_unread_url: nothing when the folder has no unread mail.
+boost::system::result<std::optional<message_summary>> parse_oldest_unread(std::string_view body,
+                                                                          std::string& detail);
 
 struct failure {
   boost::system::error_code ec;

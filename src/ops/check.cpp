@@ -1,8 +1,9 @@
 // `check`: after editing the config, prove every mailbox and target works:
-// connect, log in, select; PING Redis; reach the webhook; decode the JWT
-// secret. One line per check; exit 0 only when all pass. Nothing is delivered
-// and no flag changes (EXAMINE).
+// connect, log in, select (Graph: get a token, list the folder); PING Redis; reach the webhook;
+// decode the JWT secret. One line per check; exit 0 only when all pass. Nothing is delivered and no
+// flag changes (EXAMINE).
 #include "ops/common.hpp"
+#include "ops/graph_probe.hpp"
 #include "ops/output.hpp"
 #include "ops/targets.hpp"
 
@@ -53,6 +54,19 @@ asio::awaitable<void> check_imap(asio::any_io_executor ex, const config::mailbox
   co_await c.logout();
 }
 
+asio::awaitable<void> check_graph(asio::any_io_executor ex, const config::mailbox& mb,
+                                  reporter& rep) {
+  const graph_report r = co_await probe_graph(ex, mb);
+  if (!r.ok) {
+    rep.line(false, mb.label(), r.failed_step == "token" ? "graph token" : "graph", r.error);
+    co_return;
+  }
+  rep.line(true, mb.label(), "graph token", "obtained from " + mb.oauth2.token_url);
+  rep.line(true, mb.label(), "graph",
+           fmt::format("{}, folder {} of {}: {}{} unread", mb.graph.graph_endpoint, mb.name,
+                       mb.email, r.unread_capped ? "at least " : "", r.unread));
+}
+
 asio::awaitable<void> check_redis(asio::any_io_executor ex, const config::redis_target& target,
                                   const config::mailbox& mb, const char* what, reporter& rep) {
   redis::client r(ex, target);
@@ -68,7 +82,11 @@ asio::awaitable<int> check(asio::any_io_executor ex, const config::config& cfg,
   rep.line(true, "config", "load",
            fmt::format("{} parsed, {} mailbox(es)", cfg.path, cfg.mailboxes.size()));
   for (const auto* mb : mailboxes) {
-    co_await check_imap(ex, *mb, rep);
+    if (mb->is_graph()) {
+      co_await check_graph(ex, *mb, rep);
+    } else {
+      co_await check_imap(ex, *mb, rep);
+    }
     switch (mb->delivery) {
       case config::delivery_method::sidekiq:
         co_await check_redis(ex, mb->sidekiq.redis, *mb, "sidekiq redis", rep);

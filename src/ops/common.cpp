@@ -1,4 +1,5 @@
 #include "ops/common.hpp"
+#include "ops/graph_probe.hpp"
 
 #include "auth/token_source.hpp"
 
@@ -59,6 +60,10 @@ const config::mailbox* select_one_mailbox(const config::config& cfg, const std::
     for (const auto* mb : hits) labels += (labels.empty() ? "" : ", ") + mb->label();
     error =
         fmt::format("{} mailboxes configured; choose one with --mailbox ({})", hits.size(), labels);
+    return nullptr;
+  }
+  if (hits.front()->is_graph()) {
+    error = imap_only_error(*hits.front());
     return nullptr;
   }
   return hits.front();

@@ -166,7 +166,8 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
     it.uid = m.view.uid;
     it.unseen = unseen_set.count(it.uid) != 0;
     if (mb.arbitration == config::arbitration_method::redis) {
-      const arbitration::claim_request req{mb.email, mb.name, mb.server(), c.uidvalidity(), it.uid};
+      const arbitration::claim_request req{mb.email,        mb.name, mb.server(),
+                                           c.uidvalidity(), it.uid,  {}};
       it.key = arbitration::arbitration_key(mb.arbitration_opts, req);
       if (mb.arbitration_opts.key_format == config::arbitration_key_format::scoped) {
         it.unscoped = std::make_unique<plan_item>();

@@ -1,7 +1,9 @@
 // `status`: one report per mailbox, read-only (EXAMINE, UID SEARCH, one
-// INTERNALDATE fetch, LLEN, SCAN).
+// INTERNALDATE fetch, LLEN, SCAN; for Graph: the unread listing and the
+// oldest unread message).
 #include "config/load.hpp"
 #include "ops/common.hpp"
+#include "ops/graph_probe.hpp"
 #include "ops/output.hpp"
 #include "ops/targets.hpp"
 
@@ -71,6 +73,24 @@ asio::awaitable<bool> imap_part(asio::any_io_executor ex, const config::mailbox&
   co_return true;
 }
 
+asio::awaitable<bool> graph_part(asio::any_io_executor ex, const config::mailbox& mb, json& j) {
+  const graph_report r = co_await probe_graph(ex, mb);
+  if (!r.ok) {
+    j["graph"] = {{"reachable", false}, {"error", r.error}};
+    co_return false;
+  }
+  j["graph"] = {{"reachable", true}, {"endpoint", mb.graph.graph_endpoint}};
+  j["unseen"] = r.unread;
+  if (r.unread_capped) j["unseen_at_least"] = true;
+  j["oldest_unseen"] = nullptr;
+  if (r.oldest_received)
+    j["oldest_unseen"] = {
+        {"arrived", *r.oldest_received},
+        {"age_seconds", r.oldest_age_seconds ? json(*r.oldest_age_seconds) : json(nullptr)},
+        {"subject", r.oldest_subject}};
+  co_return true;
+}
+
 asio::awaitable<bool> target_part(asio::any_io_executor ex, const config::mailbox& mb, json& j) {
   bool ok = true;
   switch (mb.delivery) {
@@ -123,12 +143,35 @@ asio::awaitable<bool> arbitration_part(asio::any_io_executor ex, const config::m
 
 void print_human(std::ostream& out, const json& j) {
   out << j["mailbox"].get<std::string>() << "\n";
-  const auto& imap = j["imap"];
-  if (!imap["reachable"].get<bool>()) {
-    out << "  imap:          UNREACHABLE: " << imap["error"].get<std::string>() << "\n";
+  if (j.contains("graph")) {
+    const auto& g = j["graph"];
+    if (!g["reachable"].get<bool>()) {
+      out << "  graph:         UNREACHABLE: " << g["error"].get<std::string>() << "\n";
+    } else {
+      out << fmt::format("  graph:         reachable ({})\n", g["endpoint"].get<std::string>());
+      out << fmt::format("  messages:      {}{} unread\n",
+                         j.contains("unseen_at_least") ? "at least " : "",
+                         j["unseen"].get<std::size_t>());
+      const auto& o = j["oldest_unseen"];
+      if (o.is_null()) {
+        out << "  oldest unread: -\n";
+      } else {
+        const std::string age =
+            o["age_seconds"].is_null()
+                ? "-"
+                : format_age(std::chrono::seconds(o["age_seconds"].get<std::int64_t>()));
+        out << fmt::format("  oldest unread: {} (arrived {})\n", age,
+                           o["arrived"].get<std::string>());
+      }
+    }
+  }
+  if (j.contains("graph")) {
+    // The Graph lines are above.
+  } else if (!j["imap"]["reachable"].get<bool>()) {
+    out << "  imap:          UNREACHABLE: " << j["imap"]["error"].get<std::string>() << "\n";
   } else {
-    out << fmt::format("  imap:          reachable ({}:{})\n", imap["host"].get<std::string>(),
-                       imap["port"].get<int>());
+    out << fmt::format("  imap:          reachable ({}:{})\n", j["imap"]["host"].get<std::string>(),
+                       j["imap"]["port"].get<int>());
     out << fmt::format("  uidvalidity:   {}\n", j["uidvalidity"].get<std::uint32_t>());
     out << fmt::format(
         "  messages:      {} total, {} unseen, {} flagged \\Deleted (not expunged)\n",
@@ -186,7 +229,12 @@ asio::awaitable<int> status(asio::any_io_executor ex,
   for (const auto* mb : mailboxes) {
     json j;
     j["mailbox"] = mb->label();
-    const bool imap_ok = co_await imap_part(ex, *mb, j);
+    bool imap_ok = false;
+    if (mb->is_graph()) {
+      imap_ok = co_await graph_part(ex, *mb, j);
+    } else {
+      imap_ok = co_await imap_part(ex, *mb, j);
+    }
     const bool target_ok = co_await target_part(ex, *mb, j);
     const bool arbitration_ok = co_await arbitration_part(ex, *mb, j);
     all_ok = all_ok && imap_ok && target_ok && arbitration_ok;

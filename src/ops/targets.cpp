@@ -86,7 +86,9 @@ std::string arbitration_pattern(const config::mailbox& mb, std::uint32_t uidvali
     return glob_escape(mb.arbitration_opts.redis.key("delivered:")) + "*";
   // The key of UID 1 minus its "1": the prefix of every key of this folder
   // and UIDVALIDITY, built by the arbitrator's own function.
-  const arbitration::claim_request r{mb.email, mb.name, mb.server(), uidvalidity, 1};
+  // A Graph message's key ends in its id: the key of id "x" minus the "x".
+  const arbitration::claim_request r{mb.email,    mb.name, mb.server(),
+                                     uidvalidity, 1,       mb.is_graph() ? "x" : ""};
   std::string key = arbitration::arbitration_key(mb.arbitration_opts, r);
   key.pop_back();
   return glob_escape(key) + "*";

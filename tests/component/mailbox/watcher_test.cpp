@@ -1,7 +1,7 @@
 // mailbox::watcher against a scripted IMAP server, with a programmable
 // deliverer and arbitrator: the exact IMAP command sequence of each pass, what
 // is delivered, claimed, released and flagged, reconnects and shutdown.
-#include "mailbox/watcher.hpp"
+#include "mailbox/imap_watcher.hpp"
 
 #include "delivery/job.hpp"
 
@@ -190,7 +190,7 @@ class WatcherTest : public ::testing::Test {
   void run_watcher(std::chrono::milliseconds limit = 10s) {
     std::shared_ptr<arbitration::arbitrator> arb = arbitrator_;
     if (noop_arbitration_) arb = std::make_shared<arbitration::noop_arbitrator>();
-    watcher w(io_.get_executor(), mb_, deliverer_, arb, log_.logger(), opts_);
+    imap_watcher w(io_.get_executor(), mb_, deliverer_, arb, log_.logger(), opts_);
     bool returned = false;
     clock_type::time_point stop_called{}, run_returned{};
     asio::co_spawn(

@@ -26,7 +26,8 @@ claim_request req(std::uint32_t uid, std::string mailbox = "inbox", std::uint32_
                        .mailbox_name = std::move(mailbox),
                        .server = std::move(server),
                        .uidvalidity = uidvalidity,
-                       .uid = uid};
+                       .uid = uid,
+                       .message_id = {}};
 }
 
 const std::string scoped_key_7_101 =

@@ -686,15 +686,117 @@ TEST(load, health_check) {
 }
 
 TEST(load, inbox_method) {
-  auto r = load(noop + "    inbox_method: microsoft_graph\n    inbox_options: {tenant_id: t}\n");
-  EXPECT_DIAG(r,
-              "config.yml:6: mailbox alice@example.com/inbox: inbox_method: Microsoft Graph "
-              "inboxes are not supported yet");
-  r = load(noop + "    inbox_method: imap\n    inbox_options: {tenant_id: t}\n");
+  auto r = load(noop + "    inbox_method: imap\n    inbox_options: {tenant_id: t}\n");
   EXPECT_TRUE(r.ok());
   EXPECT_DIAG(r,
               "config.yml:7: warning: mailbox alice@example.com/inbox: inbox_options: is only "
               "used by Microsoft Graph inboxes (ignored)");
+  r = load(noop + "    inbox_method: pop3\n");
+  EXPECT_TRUE(r.ok());
+  EXPECT_DIAG(r,
+              "config.yml:6: warning: mailbox alice@example.com/inbox: inbox_method: unknown "
+              "inbox_method `pop3`: using IMAP, as mail_room does");
+}
+
+// GitLab's template for a Graph inbox, IMAP keys included (read and ignored).
+const std::string graph_head =
+    "mailboxes:\n"
+    "  - :email: incoming@example.onmicrosoft.com\n"
+    "    :name: inbox\n"
+    "    :host: outlook.office365.com\n"
+    "    :port: 993\n"
+    "    :ssl: false\n"
+    "    :delivery_method: noop\n"
+    "    :inbox_method: microsoft_graph\n";  // next line: 9
+
+TEST(load, graph_inbox_with_mail_rooms_keys) {
+  auto r = load(graph_head +
+                "    :inbox_options:\n"
+                "      :tenant_id: tenant-1\n"
+                "      :client_id: client-1\n"
+                "      :client_secret: s3cr3t-value\n"
+                "      :poll_interval: 5\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  const auto& mb = r.cfg->mailboxes[0];
+  EXPECT_TRUE(mb.is_graph());
+  EXPECT_EQ(mb.graph.tenant_id, "tenant-1");
+  EXPECT_EQ(mb.graph.client_id, "client-1");
+  EXPECT_EQ(mb.graph.client_secret.reveal(), "s3cr3t-value");
+  EXPECT_EQ(mb.graph.poll_interval, std::chrono::seconds(5));
+  EXPECT_EQ(mb.graph.graph_endpoint, "https://graph.microsoft.com");
+  EXPECT_EQ(mb.oauth2.token_url, "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token");
+  EXPECT_EQ(mb.oauth2.scope, "https://graph.microsoft.com/.default");
+  EXPECT_TRUE(mb.oauth2.client_credentials());
+  EXPECT_EQ(mb.label(), "incoming@example.onmicrosoft.com/inbox@graph.microsoft.com:443");
+}
+
+TEST(load, graph_endpoints) {
+  auto r = load(graph_head +
+                "    :inbox_options:\n"
+                "      :tenant_id: t\n"
+                "      :client_id: c\n"
+                "      :client_secret: s\n"
+                "      :azure_ad_endpoint: http://127.0.0.1:8080/\n"
+                "      :graph_endpoint: http://LOCALHOST:9090//\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  const auto& mb = r.cfg->mailboxes[0];
+  EXPECT_EQ(mb.oauth2.token_url, "http://127.0.0.1:8080/t/oauth2/v2.0/token");
+  EXPECT_EQ(mb.oauth2.scope, "http://LOCALHOST:9090/.default");
+  EXPECT_EQ(mb.server(), "localhost:9090");
+
+  r = load(graph_head +
+           "    :inbox_options:\n"
+           "      :tenant_id: t\n"
+           "      :client_id: c\n"
+           "      :client_secret: s\n"
+           "      :graph_endpoint: http://graph.example.com\n"
+           "      :azure_ad_endpoint: https://login.example.com/?x=1\n");
+  EXPECT_DIAG(r,
+              "config.yml:13: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options.graph_endpoint: http:// is accepted only for a loopback host (got "
+              "host graph.example.com): the endpoint receives the access token and the mail; use "
+              "https://");
+  EXPECT_DIAG(r,
+              "config.yml:14: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options.azure_ad_endpoint: must not have a query or fragment (the calls' "
+              "paths are appended to it)");
+}
+
+TEST(load, graph_inbox_mistakes) {
+  auto r = load(graph_head);
+  EXPECT_DIAG(r,
+              "config.yml:2: mailbox incoming@example.onmicrosoft.com/inbox: inbox_options: is "
+              "required with inbox_method microsoft_graph: a mapping with tenant_id, client_id "
+              "and client_secret");
+
+  r = load(graph_head +
+           "    :inbox_options:\n      :tenant_id: t\n      :poll_interval: 0\n"
+           "      :client_secret: \"\"\n      :tenant: x\n");
+  EXPECT_DIAG(r,
+              "config.yml:9: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options.client_id: is required with inbox_method microsoft_graph (the app "
+              "registration's application (client) ID)");
+  EXPECT_DIAG(r,
+              "config.yml:12: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options.client_secret: is required with inbox_method microsoft_graph (the "
+              "app registration's client secret)");
+  EXPECT_DIAG(r,
+              "config.yml:11: warning: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options.poll_interval: must be a positive number of seconds (got 0): using "
+              "60, as mail_room does");
+  EXPECT_DIAG(r,
+              "config.yml:13: warning: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "inbox_options: unknown key `:tenant` (ignored)");
+  EXPECT_FALSE(r.ok());
+
+  r = load(graph_head +
+           "    :inbox_options: {tenant_id: t, client_id: c, client_secret: s}\n"
+           "    :auth_method: xoauth2\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_DIAG(r,
+              "config.yml:10: warning: mailbox incoming@example.onmicrosoft.com/inbox: "
+              "auth_method: only used by IMAP inboxes (ignored)");
 }
 
 TEST(load, arbitration_options) {

@@ -154,6 +154,17 @@ TEST(StableJid, NamesOneMessageOnOneServer) {
   EXPECT_NE(stable_jid("h:1", "ab", "c", 1, 1), stable_jid("h:1", "a", "bc", 1, 1));
 }
 
+TEST(StableJid, NamesAGraphMessageByItsId) {
+  const std::regex hex24("^[0-9a-f]{24}$");
+  const std::string a = stable_jid("graph.microsoft.com:443", "bob@example.com", "inbox", "AAk=");
+  EXPECT_TRUE(std::regex_match(a, hex24)) << a;
+  EXPECT_EQ(a, stable_jid("graph.microsoft.com:443", "bob@example.com", "inbox", "AAk="));
+  EXPECT_NE(a, stable_jid("graph.microsoft.com:443", "bob@example.com", "inbox", "AAl="));
+  EXPECT_NE(a, stable_jid("graph.microsoft.com:443", "eve@example.com", "inbox", "AAk="));
+  // Never the jid of an IMAP message whose numbers print like the id.
+  EXPECT_NE(stable_jid("h:1", "a", "INBOX", "7"), stable_jid("h:1", "a", "INBOX", 0, 7));
+}
+
 // The block-at-a-time escaper against the plain byte-by-byte definition, on
 // strings dense in the bytes that matter, at every alignment and length
 // (including the tails shorter than a block).

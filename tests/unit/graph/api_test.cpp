@@ -10,7 +10,8 @@ constexpr std::string_view graph = "https://graph.microsoft.com";
 TEST(GraphUrls, ListUnreadAsksForIdsAndSizesOnly) {
   EXPECT_EQ(list_unread_url(graph, "incoming@example.com", "inbox", 50),
             "https://graph.microsoft.com/v1.0/users/incoming@example.com/mailFolders/inbox/"
-            "messages?$filter=isRead%20eq%20false&$orderby=receivedDateTime%20asc&$select=id"
+            "messages?$filter=receivedDateTime%20ge%201900-01-01T00:00:00Z%20and%20isRead%20eq%20"
+            "false&$orderby=receivedDateTime%20asc&$select=id,categories"
             "&$expand=singleValueExtendedProperties($filter=id%20eq%20'Integer%200x0E08')"
             "&$top=50");
 }
@@ -48,6 +49,50 @@ TEST(GraphPage, ReadsIdsSizesAndTheNextLink) {
   EXPECT_EQ(page->messages[2].size, 99u);
   EXPECT_EQ(page->next_link,
             "https://graph.microsoft.com/v1.0/users/a/mailFolders/inbox/messages?$skip=3");
+}
+
+TEST(GraphPage, TheSizePropertyIsRecognisedInGraphsSpellingAndCategoriesAreRead) {
+  std::string detail;
+  const auto page = parse_message_page(R"({"value": [
+      {"id": "m1", "categories": ["Red", "$MailroomOversize", 7],
+       "singleValueExtendedProperties": [{"id": "Integer 0xe08", "value": "5"}]},
+      {"id": "m2", "singleValueExtendedProperties": [{"id": "String 0xe08", "value": "6"},
+                                                     {"id": "Integer 0xe0800", "value": "7"},
+                                                     {"id": "Integer 0x", "value": "8"}]}
+    ]})",
+                                       graph, detail);
+  ASSERT_TRUE(page) << detail;
+  ASSERT_EQ(page->messages.size(), 2u);
+  EXPECT_EQ(page->messages[0].size, 5u);
+  EXPECT_EQ(page->messages[0].categories, (std::vector<std::string>{"Red", "$MailroomOversize"}));
+  EXPECT_EQ(page->messages[1].size, 0u);
+  EXPECT_TRUE(page->messages[1].categories.empty());
+}
+
+TEST(GraphOldestUnread, ReadsTheFirstMessageOrNothing) {
+  EXPECT_EQ(oldest_unread_url(graph, "a@example.com", "inbox"),
+            "https://graph.microsoft.com/v1.0/users/a@example.com/mailFolders/inbox/messages?"
+            "$filter=receivedDateTime%20ge%201900-01-01T00:00:00Z%20and%20isRead%20eq%20false"
+            "&$orderby=receivedDateTime%20asc&$select=id,receivedDateTime,subject&$top=1");
+  std::string detail;
+  auto r = parse_oldest_unread(
+      R"({"value":[{"id":"m1","receivedDateTime":"2026-12-01T10:00:00Z","subject":"Hi"}]})",
+      detail);
+  ASSERT_TRUE(r) << detail;
+  ASSERT_TRUE(*r);
+  EXPECT_EQ((*r)->id, "m1");
+  EXPECT_EQ((*r)->received, "2026-12-01T10:00:00Z");
+  EXPECT_EQ((*r)->subject, "Hi");
+  r = parse_oldest_unread(R"({"value":[]})", detail);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(*r);
+  for (const char* bad : {R"({"value":[{"id":""}]})", R"({"value":{}})", "[]", "x"}) {
+    detail.clear();
+    r = parse_oldest_unread(bad, detail);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error(), graph_errc::bad_answer);
+    EXPECT_FALSE(detail.empty());
+  }
 }
 
 TEST(GraphPage, LastPageHasNoNextLink) {
@@ -111,6 +156,10 @@ TEST(GraphErrors, ServerErrorsAreRetriedOtherClientErrorsAreNot) {
       classify(403, R"({"error":{"code":"ErrorAccessDenied","message":"Access is denied."}})", "");
   EXPECT_EQ(f.ec, graph_errc::refused);
   EXPECT_FALSE(is_retriable(f.ec));
+  EXPECT_EQ(classify(404, R"({"error":{"code":"ErrorItemNotFound"}})", "").ec,
+            graph_errc::not_found);
+  EXPECT_FALSE(is_retriable(graph_errc::not_found));
+  EXPECT_EQ(classify(404, R"({"error":{"code":"ErrorInvalidUser"}})", "").ec, graph_errc::refused);
   EXPECT_EQ(classify(404, R"({"error":{"code":"ErrorInvalidUser"}})", "").detail,
             "HTTP 404 ErrorInvalidUser");
 }
