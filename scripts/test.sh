@@ -7,7 +7,8 @@
 #   4. build-asan/   ASan + UBSan build; ctest -L 'unit|component' there
 #   5. real Dovecot, Cyrus, Courier, Redis and Sidekiq (tests/servers/start-all.sh,
 #      MAILROOM_INTEROP=1) and /usr/bin/python3 -m pytest tests/integration
-#      against build/mailroom (fault table, interop table)
+#      against build/mailroom (fault table, interop table); then, with step 4,
+#      test_graph.py once more against build-asan/mailroom
 #   6. everything stopped again (also on failure or Ctrl-C)
 #   7. build-fuzz/   libFuzzer targets (clang-14), each run for $MAILROOM_FUZZ_SECONDS
 #                    (20) on a copy of its seed corpus in fuzz/corpus/
@@ -169,6 +170,29 @@ build() {
   return "$rc"
 }
 
+# run_pytest PHASE BINARY LOG [paths...]: the integration tests against BINARY
+# on the servers of $SERVERS_DIR; counts into PASSED/FAILED, sets PYTEST_FAILED.
+run_pytest() {
+  local name="$1" bin="$2" log="$3" t rc p fl
+  shift 3
+  banner "$name"
+  t="$(now)"
+  TEST_SERVERS_DIR="$SERVERS_DIR" MAILROOM_BIN="$bin" \
+    timeout --kill-after=30 45m "$PY" -m pytest "$@" -q -rfE -p no:cacheprovider \
+    "${PYTEST_K[@]}" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  read -r p fl <<<"$(pytest_counts "$log")"
+  if [ "$p" = - ]; then
+    p=0; fl=1; fail_note "$name exited $rc without a summary (see $log)"
+  elif [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$fl" = 0 ]; then
+    fl=1; fail_note "$name exited $rc (see $log)"
+  elif [ "$fl" != 0 ]; then
+    fail_note "$name: $fl failed (details in $log)"
+  fi
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + fl)); PYTEST_FAILED=$fl
+  phase "$name" "$(took "$t")" "$p passed, $fl failed"
+}
+
 # The whole run is one function, so bash has read all of it before it starts
 # (editing this file during a run cannot derail the run).
 main() {
@@ -190,12 +214,22 @@ main() {
   mkdir -p "$LOGS"
 
   # 2. main build; 4. the sanitizer build (both once, whatever --repeat says) -------
-  BUILT=0 ASAN_BUILT=0
+  BUILT=0 ASAN_BUILT=0 ASAN_SERVICE=0
   if build build "$BUILD" "" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     BUILT=1
     if [ "$QUICK" = 0 ] && [ "$CTEST" = 1 ]; then
       build build-asan "$ASAN_BUILD" 'unit|component' -DCMAKE_BUILD_TYPE=Debug \
         -DMAILROOM_SANITIZE=ON && ASAN_BUILT=1
+      if [ "$ASAN_BUILT" = 1 ] && [ "$PYTEST" = 1 ]; then
+        t="$(now)"
+        if cmake --build "$ASAN_BUILD" -j"$JOBS" --target mailroom > "$LOGS/build-asan-service.log" 2>&1; then
+          ASAN_SERVICE=1; phase build-asan-service "$(took "$t")" ok
+        else
+          phase build-asan-service "$(took "$t")" FAILED
+          fail_note "build-asan-service failed (log: $LOGS/build-asan-service.log)"
+          FAILED=$((FAILED + 1))
+        fi
+      fi
     fi
   fi
 
@@ -228,24 +262,20 @@ main() {
            > "$LOGS/servers$L.log" 2>&1; then
         phase "start servers$R" "$(took "$t")" ok
         echo "servers: $SERVERS_DIR (ports in $SERVERS_DIR/env.sh)"
-        t="$(now)"
         [ "$BUILT" = 1 ] || echo "note: the build failed, so build/mailroom may be missing or stale"
-        TEST_SERVERS_DIR="$SERVERS_DIR" MAILROOM_BIN="$BUILD/mailroom" \
-          MAILROOM_FAULT_TABLE="$LOGS/fault-table$L.json" \
+        MAILROOM_FAULT_TABLE="$LOGS/fault-table$L.json" \
           MAILROOM_INTEROP_TABLE="$LOGS/interop-table$L.json" \
-          timeout --kill-after=30 45m "$PY" -m pytest tests/integration -q -rfE -p no:cacheprovider \
-          "${PYTEST_K[@]}" 2>&1 | tee "$LOGS/pytest$L.log"
-        rc=${PIPESTATUS[0]}
-        read -r p f <<<"$(pytest_counts "$LOGS/pytest$L.log")"
-        if [ "$p" = - ]; then
-          p=0; f=1; fail_note "pytest$R exited $rc without a summary (see $LOGS/pytest$L.log)"
-        elif [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$f" = 0 ]; then
-          f=1; fail_note "pytest$R exited $rc (see $LOGS/pytest$L.log)"
-        elif [ "$f" != 0 ]; then
-          fail_note "pytest$R: $f failed (details in $LOGS/pytest$L.log)"
+          run_pytest "pytest$R" "$BUILD/mailroom" "$LOGS/pytest$L.log" tests/integration
+        f=$PYTEST_FAILED
+        # The Graph inbox (HTTP pool threads, concurrent coroutines) once
+        # more under ASan + UBSan: a sanitizer report fails the run.
+        if [ "$ASAN_SERVICE" = 1 ]; then
+          ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}" \
+            UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+            run_pytest "pytest-asan$R" "$ASAN_BUILD/mailroom" "$LOGS/pytest-asan$L.log" \
+            tests/integration/test_graph.py
+          f=$((f + PYTEST_FAILED))
         fi
-        PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
-        phase "pytest$R" "$(took "$t")" "$p passed, $f failed"
       else
         f=1
         phase "start servers$R" "$(took "$t")" FAILED

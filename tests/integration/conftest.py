@@ -163,6 +163,9 @@ def workdir(tmp_path):
     return tmp_path
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 @pytest.fixture
 def mailroom(request, workdir):
     """start(config, args=(), env=None, name="mailroom") -> harness.Mailroom.
@@ -192,10 +195,16 @@ def mailroom(request, workdir):
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    reports = []
     for p in procs:
         p.close()
         if failed:
             print(p.diagnostics(tail=80))
+        # A sanitizer build (scripts/test.sh's pytest-asan phase) reports on
+        # stderr; a report fails the test even when the process went on.
+        if any(marker in p.stderr for marker in SANITIZER_MARKERS):
+            reports.append(f"{p.name}:\n{p.stderr[-4000:]}")
+    assert not reports, "sanitizer report(s):\n" + "\n".join(reports)
 
 
 # ---------------------------------------------------------------- interop table
