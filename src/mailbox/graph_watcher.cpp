@@ -279,10 +279,17 @@ void graph_watcher::abort() {
 }
 
 asio::awaitable<void> graph_watcher::sleep(std::chrono::milliseconds d) {
-  if (stopping_) co_return;
-  sleep_timer_ = std::make_shared<asio::steady_timer>(executor_, d);
-  error_code ec;
-  co_await sleep_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  // In steps of at most a minute, each one progress: a poll_interval longer
+  // than health_check.stuck_after is waiting, not being stuck.
+  const auto end = std::chrono::steady_clock::now() + d;
+  for (auto now = std::chrono::steady_clock::now(); !stopping_ && now < end;
+       now = std::chrono::steady_clock::now()) {
+    sleep_timer_ = std::make_shared<asio::steady_timer>(
+        executor_, std::min<std::chrono::steady_clock::duration>(end - now, 60s));
+    error_code ec;
+    co_await sleep_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    health_.progress();
+  }
 }
 
 asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)> on_fatal) {
