@@ -53,6 +53,47 @@ void read_logger(map_view& m, log_destination& out) {
   lg.warn_unknown();
 }
 
+// after_delivery and move_to (ours); delete_after_delivery: true is
+// after_delivery: delete.
+void read_after_delivery(map_view& m, mailbox& mb) {
+  context& ctx = m.ctx;
+  if (mb.delete_after_delivery) mb.after_delivery = after_delivery_action::remove;
+  std::string action;
+  if (read_symbol(m, "after_delivery", action, null_means::error)) {
+    const int line = m.get("after_delivery")->line;
+    action = lower(action);
+    if (action == "seen") {
+      mb.after_delivery = after_delivery_action::seen;
+    } else if (action == "delete") {
+      mb.after_delivery = after_delivery_action::remove;
+    } else if (action == "move") {
+      mb.after_delivery = after_delivery_action::move;
+    } else {
+      ctx.error(line, "after_delivery",
+                "unknown value " + ctx.shown(m.get("after_delivery")->value) +
+                    ": expected seen, delete or move");
+    }
+    if (mb.delete_after_delivery && mb.after_delivery != after_delivery_action::remove)
+      ctx.error(line, "after_delivery",
+                "contradicts delete_after_delivery: true (which means after_delivery: delete); "
+                "remove one of them");
+  }
+  mb.delete_after_delivery = mb.after_delivery == after_delivery_action::remove;
+  if (read_string(m, "move_to", mb.move_to, null_means::error)) {
+    auto* e = m.get("move_to");
+    if (mb.after_delivery != after_delivery_action::move) {
+      ctx.warning(e->line, "move_to", "is only used with after_delivery: move (ignored)");
+    } else if (mb.move_to.empty() || mb.move_to.find_first_of("\r\n") != std::string::npos) {
+      ctx.error(e->line, "move_to", "must be a folder name on one line");
+    } else if (canonical_folder(mb.move_to) == canonical_folder(mb.name)) {
+      ctx.error(e->line, "move_to", "must not be the watched folder itself (name)");
+    }
+  }
+  if (mb.after_delivery == after_delivery_action::move && !m.has("move_to")) {
+    ctx.error(m.get("after_delivery")->line, "move_to", "is required with after_delivery: move");
+  }
+}
+
 void read_imap_fields(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
   require(m, "email");
@@ -127,6 +168,7 @@ void read_imap_fields(map_view& m, mailbox& mb) {
   }
   read_bool(m, "delete_after_delivery", mb.delete_after_delivery, null_means::error);
   read_bool(m, "expunge_deleted", mb.expunge_deleted, null_means::error);
+  read_after_delivery(m, mb);
 }
 
 bool read_duration(map_view& m, std::string_view key, long long lo, long long hi,

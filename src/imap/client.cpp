@@ -485,6 +485,16 @@ asio::awaitable<boost::system::result<move_outcome>> client::uid_move(
   co_return move_outcome::moved;
 }
 
+asio::awaitable<error_code> client::create(const std::string& folder) {
+  command_builder cmd("CREATE");
+  cmd.mailbox(folder);
+  auto r = co_await run(cmd);
+  if (!r) co_return r.error();
+  if (r->st != status::ok)
+    co_return fail(client_errc::command_failed, "CREATE " + folder + ": " + r->text);
+  co_return error_code{};
+}
+
 asio::awaitable<error_code> client::uid_store_add_flags(const std::vector<std::uint32_t>& uids,
                                                         const std::string& flags) {
   const std::string op = "+FLAGS.SILENT";

@@ -133,6 +133,10 @@ class client {
       const std::vector<std::uint32_t>& uids, const std::string& folder,
       const std::string& mark_copied);
 
+  // CREATE <folder> (RFC 3501 §6.3.3). A folder that exists already is a NO
+  // ([ALREADYEXISTS], RFC 5530): client_errc::command_failed, like any refusal.
+  boost::asio::awaitable<boost::system::error_code> create(const std::string& folder);
+
   // UID STORE <uids> +FLAGS.SILENT (<flags>).
   boost::asio::awaitable<boost::system::error_code> uid_store_add_flags(
       const std::vector<std::uint32_t>& uids, const std::string& flags);

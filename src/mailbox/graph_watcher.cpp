@@ -218,25 +218,51 @@ class graph_watcher::graph_inbox final : public inbox {
     return f.ec;
   }
 
+  // After delivery: read, deleted, or read and then moved (after_delivery).
+  asio::awaitable<error_code> mark_one(const std::string& id, bool remove) {
+    const bool move = remove && w_.mb_.after_delivery == config::after_delivery_action::move;
+    graph::failure last;
+    if (remove && !move) co_return co_await attempt(mark_op::remove, id, last);
+    if (auto ec = co_await attempt(mark_op::read, id, last); ec || !move) co_return ec;
+    // Read from here on: never delivered again, whether or not it moves.
+    const error_code ec = co_await attempt(mark_op::move, id, last);
+    if (!ec || graph::is_retriable(ec)) co_return ec;
+    // Refused (no such folder, say): not a reason to end the pass or back off.
+    auto w = w_.context_line("cannot move delivered messages; they stay in the folder, read");
+    w["move_to"] = w_.mb_.move_to;
+    w["message_id"] = id;
+    w["error"] = last.detail;
+    w_.log_->warn(w);
+    co_return error_code{};
+  }
+
+  enum class mark_op { read, remove, move };
   // The message was delivered: marking it matters (else it is delivered
   // again), so a throttled or failed request is tried again a few times,
   // after Retry-After or a short delay.
-  asio::awaitable<error_code> mark_one(const std::string& id, bool remove) {
+  // `fail` says why the last try failed. A refused move is not remembered as
+  // the pass's failure (mark_one reports it).
+  asio::awaitable<error_code> attempt(mark_op op, const std::string& id, graph::failure& fail) {
     error_code ec;
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      graph::failure fail;
+    for (int n = 0; n < 3; ++n) {
       // Not a conditional expression: g++ 12 runs both co_awaits of one.
-      if (remove) {
-        ec = co_await w_.client_.remove(id, fail);
-      } else {
-        ec = co_await w_.client_.mark_read(id, fail);
+      switch (op) {
+        case mark_op::read:
+          ec = co_await w_.client_.mark_read(id, fail);
+          break;
+        case mark_op::remove:
+          ec = co_await w_.client_.remove(id, fail);
+          break;
+        case mark_op::move:
+          ec = co_await w_.client_.move(id, w_.mb_.move_to, fail);
+          break;
       }
       if (!ec || ec == graph::graph_errc::not_found) co_return error_code{};
-      remember(fail);
-      if (!graph::is_retriable(ec) || attempt == 2) break;
+      if (op != mark_op::move || graph::is_retriable(ec)) remember(fail);
+      if (!graph::is_retriable(ec) || n == 2) break;
       const auto wait = fail.retry_after.count() > 0
                             ? std::chrono::milliseconds(std::min(fail.retry_after, 30s))
-                            : std::chrono::milliseconds(500 << attempt);
+                            : std::chrono::milliseconds(500 << n);
       asio::steady_timer t(w_.executor_, wait);
       error_code te;
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, te));
@@ -301,7 +327,8 @@ asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)>
   settings.fetch_bytes = opts_.fetch_bytes;
   settings.max_message_size = mb_.max_message_size;
   settings.max_deliveries_in_flight = opts_.max_deliveries_in_flight;
-  settings.delete_after_delivery = mb_.delete_after_delivery;
+  // The flag action's "delete too" is the inbox's cue to delete or move.
+  settings.delete_after_delivery = mb_.leaves_folder_after_delivery();
   settings.expunge_deleted = false;
 
   while (!stopping_) {

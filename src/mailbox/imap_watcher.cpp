@@ -62,6 +62,8 @@ class imap_watcher::imap_inbox final : public inbox {
 
   asio::awaitable<error_code> mark_delivered(const std::vector<std::uint32_t>& keys,
                                              bool remove) override {
+    if (remove && w_.mb_.after_delivery == config::after_delivery_action::move)
+      co_return co_await w_.move_delivered(c_, keys);
     const std::string flags = remove ? "\\Seen \\Deleted" : "\\Seen";
     co_return co_await c_.uid_store_add_flags(keys, flags);
   }
@@ -300,6 +302,43 @@ asio::awaitable<error_code> imap_watcher::expunge_leftovers(imap::client& c) {
   co_return error_code{};
 }
 
+asio::awaitable<error_code> imap_watcher::move_delivered(imap::client& c,
+                                                         const std::vector<std::uint32_t>& uids) {
+  // \Seen first: from then on the message is never delivered again, whether
+  // or not the move works; MOVE and COPY keep the flags (RFC 6851 §3.3).
+  const std::string seen = "\\Seen";
+  if (auto ec = co_await c.uid_store_add_flags(uids, seen)) co_return ec;
+  const std::string no_mark;
+  auto moved = co_await c.uid_move(uids, mb_.move_to, no_mark);
+  if (!moved && moved.error() == imap::client_errc::command_failed) {
+    // Most likely the folder is missing ([TRYCREATE]): create it and try
+    // once more (a CREATE refused because it exists changes nothing).
+    const std::string refused = c.last_error();
+    const error_code created = co_await c.create(mb_.move_to);
+    if (created && created != imap::client_errc::command_failed) co_return created;
+    if (!created) {
+      auto f = context_line("created the folder for delivered messages");
+      f["move_to"] = mb_.move_to;
+      f["after"] = refused;
+      log_->info(f);
+    }
+    moved = co_await c.uid_move(uids, mb_.move_to, no_mark);
+  }
+  if (moved) {
+    // Copied without MOVE or UIDPLUS: \Seen \Deleted here, gone with the
+    // pass's expunge (expunge_deleted).
+    co_return error_code{};
+  }
+  if (moved.error() != imap::client_errc::command_failed) co_return moved.error();
+  // Delivered and \Seen: they stay in the folder, and nothing is lost.
+  auto w = context_line("cannot move delivered messages; they stay in the folder, flagged \\Seen");
+  w["move_to"] = mb_.move_to;
+  w["count"] = uids.size();
+  w["error"] = c.last_error();
+  log_->warn(w);
+  co_return error_code{};
+}
+
 asio::awaitable<std::pair<error_code, bool>> imap_watcher::set_aside_oversize(
     imap::client& c, const std::vector<imap::message_meta>& big) {
   std::vector<std::uint32_t> uids;
@@ -356,7 +395,8 @@ asio::awaitable<pass_result> imap_watcher::process_mailbox(imap::client& c) {
   settings.fetch_bytes = opts_.fetch_bytes;
   settings.max_message_size = mb_.max_message_size;
   settings.max_deliveries_in_flight = opts_.max_deliveries_in_flight;
-  settings.delete_after_delivery = mb_.delete_after_delivery;
+  // The flag action's "delete too" is the inbox's cue to delete or move.
+  settings.delete_after_delivery = mb_.leaves_folder_after_delivery();
   settings.expunge_deleted = mb_.expunge_deleted;
   imap_inbox in(*this, c);
   co_return co_await runner_.run(in, std::move(uids), settings);

@@ -69,6 +69,10 @@ class imap_watcher final : public watcher {
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
   boost::asio::awaitable<boost::system::error_code> expunge_leftovers(imap::client& c);
   // The error, and whether they were left flagged \Deleted (copied: no MOVE).
+  // after_delivery move: \Seen, then UID MOVE (or COPY...) to move_to,
+  // creating it when the server says it is missing.
+  boost::asio::awaitable<boost::system::error_code> move_delivered(
+      imap::client& c, const std::vector<std::uint32_t>& uids);
   boost::asio::awaitable<std::pair<boost::system::error_code, bool>> set_aside_oversize(
       imap::client& c, const std::vector<imap::message_meta>& big);
   boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);

@@ -30,6 +30,8 @@ and written to build/test-logs/interop-table.json):
   wrong-pw           exit 1, a clear error, no secret printed
   oversize-move      oversize_action move with and without MOVE/UIDPLUS; a
                      message another client flagged \\Deleted survives
+  after-move         after_delivery: move to a folder mailroom creates, with
+                     and without MOVE/UIDPLUS
 
 Below the matrix: "dovecot+cyrus / collision" (task: the same account and
 folder on two servers with equal UIDVALIDITY and UID) and the Gmail profile,
@@ -653,6 +655,52 @@ def test_oversize_move_leaves_other_deleted_messages_alone(name, servers, workdi
             cell.note("moved" if moved else "flagged $MailroomOversize (not moved)")
             assert 4 in inbox, f"the message another client flagged \\Deleted was expunged: INBOX now {inbox}"
             assert inbox[4] == {"\\Seen", "\\Deleted"}, inbox
+        finally:
+            servers.r.delete("queue:" + queue)
+
+
+# ================================================================ h. after_delivery move
+@pytest.mark.parametrize("name", NAMES)
+def test_after_delivery_move_keeps_a_copy_in_a_folder_it_creates(name, servers, workdir, mailroom,
+                                                                  interop_table):
+    """after_delivery: move to a folder that does not exist yet.  mailroom
+    creates it on the server's [TRYCREATE] refusal, flags the delivered
+    messages \\Seen and moves them (UID MOVE; UID COPY + \\Deleted + UID
+    EXPUNGE with UIDPLUS; without either, the copies are made and the
+    originals stay \\Seen \\Deleted, since a plain EXPUNGE would also remove
+    other clients' mail and expunge_deleted is off).  Each message is
+    delivered once, the folder holds each once, \\Seen, and a message another
+    client flagged \\Deleted survives."""
+    with Cell(interop_table, name, "after-move") as cell:
+        srv = imap_server(servers, name)
+        user = srv.add_user()
+        folder = "Processed" if srv.base == "dovecot" else "INBOX.Processed"  # Cyrus, Courier: INBOX.<name>
+        msgs = [make_message(i, user, subject=f"keep a copy {i}") for i in range(3)]
+        foreign = make_message(3, user, subject="deleted by another client")
+        assert srv.append(user, msgs + [foreign]) == [1, 2, 3, 4]
+        srv.store(user, "4", "(\\Seen \\Deleted)")
+        queue = unpolled_queue(servers)
+        mb = srv.mailbox(user, srv.transports[0], workdir, after_delivery="move", move_to=folder)
+        try:
+            mr = mailroom(sidekiq_cfg(mb, servers.redis_url, queue))
+            harness.wait_until(lambda: len(queued_jobs(servers, queue)) >= 3, 20, "3 jobs", proc=mr)
+            wait_idling_after_deliveries(mr, 3)
+            mr.stop_ok()
+            assert sorted(job_ids(queued_jobs(servers, queue))) == sorted(harness.message_id(x) for x in msgs)
+            kept = srv.messages(user, folder)
+            assert sorted(harness.message_id(b) for _, b in kept.values()) == \
+                sorted(harness.message_id(x) for x in msgs), kept
+            assert all("\\Seen" in f for f, _ in kept.values()), {u: f for u, (f, _) in kept.items()}
+            assert mr.records("created the folder for delivered messages"), mr.diagnostics()
+            inbox = srv.flags(user)
+            assert inbox.get(4) == {"\\Seen", "\\Deleted"}, f"the other client's message: {inbox}"
+            left = {u: f for u, f in inbox.items() if u != 4}
+            if srv.uidplus:
+                assert not left, f"moved messages left in INBOX: {left}"
+                cell.note("moved; the folder created")
+            else:
+                assert set(left) <= {1, 2, 3} and all(f >= {"\\Seen", "\\Deleted"} for f in left.values()), left
+                cell.note(f"copied; {len(left)} original(s) left \\Seen \\Deleted (no MOVE, no UIDPLUS)")
         finally:
             servers.r.delete("queue:" + queue)
 

@@ -799,6 +799,52 @@ TEST(load, graph_inbox_mistakes) {
               "auth_method: only used by IMAP inboxes (ignored)");
 }
 
+TEST(load, after_delivery) {
+  auto r = load(noop);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.cfg->mailboxes[0].after_delivery, after_delivery_action::seen);
+
+  r = load(noop + "    delete_after_delivery: true\n");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.cfg->mailboxes[0].after_delivery, after_delivery_action::remove);
+
+  r = load(noop + "    after_delivery: delete\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.cfg->mailboxes[0].delete_after_delivery);
+
+  r = load(noop + "    after_delivery: :move\n    move_to: Processed\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].after_delivery, after_delivery_action::move);
+  EXPECT_EQ(r.cfg->mailboxes[0].move_to, "Processed");
+  EXPECT_FALSE(r.cfg->mailboxes[0].delete_after_delivery);
+}
+
+TEST(load, after_delivery_mistakes) {
+  auto r = load(noop + "    after_delivery: move\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: move_to: is required with "
+              "after_delivery: move");
+  r = load(noop + "    after_delivery: archive\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: after_delivery: unknown value "
+              "`archive`: expected seen, delete or move");
+  r = load(noop + "    delete_after_delivery: true\n    after_delivery: move\n    move_to: P\n");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox alice@example.com/inbox: after_delivery: contradicts "
+              "delete_after_delivery: true (which means after_delivery: delete); remove one of "
+              "them");
+  r = load(noop + "    after_delivery: move\n    move_to: INBOX\n");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox alice@example.com/inbox: move_to: must not be the watched "
+              "folder itself (name)");
+  r = load(noop + "    move_to: Processed\n");
+  EXPECT_TRUE(r.ok());
+  EXPECT_DIAG(r,
+              "config.yml:6: warning: mailbox alice@example.com/inbox: move_to: is only used with "
+              "after_delivery: move (ignored)");
+}
+
 TEST(load, arbitration_options) {
   auto r = load(noop +
                 "    arbitration_method: redis\n"
