@@ -57,7 +57,9 @@ void read_logger(map_view& m, log_destination& out) {
 // after_delivery: delete.
 void read_after_delivery(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
-  if (mb.delete_after_delivery) mb.after_delivery = after_delivery_action::remove;
+  bool delete_after_delivery = false;
+  read_bool(m, "delete_after_delivery", delete_after_delivery, null_means::error);
+  if (delete_after_delivery) mb.after_delivery = after_delivery_action::remove;
   std::string action;
   if (read_symbol(m, "after_delivery", action, null_means::error)) {
     const int line = m.get("after_delivery")->line;
@@ -73,12 +75,11 @@ void read_after_delivery(map_view& m, mailbox& mb) {
                 "unknown value " + ctx.shown(m.get("after_delivery")->value) +
                     ": expected seen, delete or move");
     }
-    if (mb.delete_after_delivery && mb.after_delivery != after_delivery_action::remove)
+    if (delete_after_delivery && mb.after_delivery != after_delivery_action::remove)
       ctx.error(line, "after_delivery",
                 "contradicts delete_after_delivery: true (which means after_delivery: delete); "
                 "remove one of them");
   }
-  mb.delete_after_delivery = mb.after_delivery == after_delivery_action::remove;
   if (read_string(m, "move_to", mb.move_to, null_means::error)) {
     auto* e = m.get("move_to");
     if (mb.after_delivery != after_delivery_action::move) {
@@ -166,7 +167,6 @@ void read_imap_fields(map_view& m, mailbox& mb) {
     }
     mb.limit_max_unread = static_cast<std::uint32_t>(limit);
   }
-  read_bool(m, "delete_after_delivery", mb.delete_after_delivery, null_means::error);
   read_bool(m, "expunge_deleted", mb.expunge_deleted, null_means::error);
   read_after_delivery(m, mb);
 }

@@ -148,7 +148,8 @@ struct oauth2_options {
 // ours: what happens to a message once the target acknowledged it.
 enum class after_delivery_action {
   seen,    // \Seen (Graph: isRead); mail_room's way
-  remove,  // \Seen \Deleted, expunged with expunge_deleted (Graph: DELETE); = delete_after_delivery
+  remove,  // \Seen \Deleted, expunged with expunge_deleted (Graph: DELETE); mail_room's
+           // delete_after_delivery: true
   move,    // \Seen, then moved to move_to (Graph: isRead, then moved)
 };
 
@@ -198,7 +199,6 @@ struct mailbox {
   std::chrono::seconds idle_timeout{1740};  // at most 1740 (29 min)
   std::string search_command = "UNSEEN";
   std::uint32_t limit_max_unread = 0;  // 0: no limit
-  bool delete_after_delivery = false;  // the same as after_delivery remove
   after_delivery_action after_delivery = after_delivery_action::seen;
   std::string move_to;  // with after_delivery move (created if missing)
   bool expunge_deleted = false;
@@ -236,10 +236,9 @@ struct mailbox {
     return h + ":" + std::to_string(port);
   }
   bool is_graph() const { return inbox == inbox_method::microsoft_graph; }
-  // Whether a delivered message is deleted or moved (not only marked seen):
-  // after_delivery, or mail_room's delete_after_delivery set on its own.
+  // Whether a delivered message is deleted or moved, not only marked seen.
   bool leaves_folder_after_delivery() const {
-    return delete_after_delivery || after_delivery != after_delivery_action::seen;
+    return after_delivery != after_delivery_action::seen;
   }
 
   // "email/name@host:port": names one configured mailbox in metrics,

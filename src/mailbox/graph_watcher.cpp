@@ -1,5 +1,7 @@
 #include "mailbox/graph_watcher.hpp"
 
+#include "mailbox/concurrently.hpp"
+
 #include "common/allocator.hpp"
 #include "delivery/job.hpp"
 
@@ -16,54 +18,6 @@ namespace mailroom::mailbox {
 namespace asio = boost::asio;
 using boost::system::error_code;
 using namespace std::chrono_literals;
-
-namespace {
-
-// Runs `step` for every key, at most `n` at once, in key order of start.
-// `step` returning false stops the keys not yet started. Waits for all.
-struct concurrent_run {
-  explicit concurrent_run(asio::any_io_executor ex)
-      : done(ex, asio::steady_timer::time_point::max()) {}
-  std::function<asio::awaitable<bool>(std::uint32_t)> step;
-  std::vector<std::uint32_t> keys;
-  std::size_t next = 0;
-  std::size_t running = 0;
-  bool stopped = false;
-  std::exception_ptr error;
-  asio::steady_timer done;
-};
-
-// A named function rather than a lambda: g++ 12 mis-destroys the captures of
-// a lambda coroutine passed to co_spawn.
-asio::awaitable<void> concurrent_worker(std::shared_ptr<concurrent_run> run) {
-  while (!run->stopped && run->next < run->keys.size()) {
-    const std::uint32_t key = run->keys[run->next++];
-    if (!co_await run->step(key)) run->stopped = true;
-  }
-}
-
-asio::awaitable<void> for_each_concurrently(
-    asio::any_io_executor ex, std::vector<std::uint32_t> keys, std::size_t n,
-    std::function<asio::awaitable<bool>(std::uint32_t)> step) {
-  auto run = std::make_shared<concurrent_run>(ex);
-  run->step = std::move(step);
-  run->keys = std::move(keys);
-  const std::size_t workers = std::min(std::max<std::size_t>(n, 1), run->keys.size());
-  for (std::size_t i = 0; i < workers; ++i) {
-    ++run->running;
-    asio::co_spawn(ex, concurrent_worker(run), [run](std::exception_ptr e) {
-      if (e && !run->error) run->error = e;
-      if (--run->running == 0) run->done.cancel();
-    });
-  }
-  if (run->running > 0) {
-    error_code ec;
-    co_await run->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-  if (run->error) std::rethrow_exception(run->error);
-}
-
-}  // namespace
 
 // What one poll listed, as the pass runner sees it. Keys are positions in
 // the listing (1-based); the Graph id names the message everywhere else
@@ -138,8 +92,7 @@ class graph_watcher::graph_inbox final : public inbox {
                                            const body_sink& on_body) override {
     std::optional<graph::failure> permanent;
     // Named, not a temporary: see graph::client::call.
-    std::function<asio::awaitable<bool>(std::uint32_t)> fetch_one =
-        [this, &on_body, &permanent](std::uint32_t k) -> asio::awaitable<bool> {
+    key_step fetch_one = [this, &on_body, &permanent](std::uint32_t k) -> asio::awaitable<bool> {
       if (w_.stopping_) co_return false;
       const auto& m = at(k);
       graph::failure fail;
@@ -176,8 +129,7 @@ class graph_watcher::graph_inbox final : public inbox {
   asio::awaitable<error_code> mark_delivered(const std::vector<std::uint32_t>& keys,
                                              bool remove) override {
     error_code first;
-    std::function<asio::awaitable<bool>(std::uint32_t)> mark =
-        [this, remove, &first](std::uint32_t k) -> asio::awaitable<bool> {
+    key_step mark = [this, remove, &first](std::uint32_t k) -> asio::awaitable<bool> {
       const error_code ec = co_await mark_one(at(k).id, remove);
       if (ec && !first) first = ec;
       co_return true;

@@ -40,8 +40,10 @@ struct pass_settings {
   std::uint64_t fetch_bytes = 64ull * 1024 * 1024;  // bytes fetched (and held) at once
   std::uint64_t max_message_size = UINT64_MAX;      // larger: set aside, never fetched
   std::size_t max_deliveries_in_flight = SIZE_MAX;  // deliveries running at once
-  bool delete_after_delivery = false;               // flag \Deleted with \Seen
-  bool expunge_deleted = false;                     // expunge what this pass deleted
+  // The message leaves the folder after delivery: the flag action carries
+  // delete_too, and the inbox deletes it or moves it (after_delivery).
+  bool delete_after_delivery = false;
+  bool expunge_deleted = false;  // expunge what this pass deleted
 };
 
 // The size of one message, as the inbox reported it.

@@ -1,5 +1,7 @@
 #include "mailbox/pass_runner.hpp"
 
+#include "mailbox/concurrently.hpp"
+
 #include "delivery/errc.hpp"
 #include "mime/headers.hpp"
 
@@ -32,26 +34,6 @@ nlohmann::ordered_json id_list(const std::vector<std::uint32_t>& ids) {
   j["count"] = ids.size();
   j["ids"] = ids;
   return j;
-}
-
-// Runs the operations concurrently and returns their results in input order.
-// The Redis client pipelines concurrent commands and the HTTP client runs
-// requests on its pool, so a batch costs about one round trip, not one each.
-template <typename T>
-asio::awaitable<std::vector<T>> run_all(asio::any_io_executor ex,
-                                        std::vector<asio::awaitable<T>> ops) {
-  // A ranged parallel_group over no operations never completes.
-  if (ops.empty()) co_return std::vector<T>{};
-  using op_type = decltype(asio::co_spawn(ex, std::declval<asio::awaitable<T>>(), asio::deferred));
-  std::vector<op_type> spawned;
-  spawned.reserve(ops.size());
-  for (auto& op : ops) spawned.push_back(asio::co_spawn(ex, std::move(op), asio::deferred));
-  auto [order, exceptions, results] =
-      co_await asio::experimental::make_parallel_group(std::move(spawned))
-          .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-  for (const auto& e : exceptions)
-    if (e) std::rethrow_exception(e);
-  co_return std::move(results);
 }
 
 asio::awaitable<claim_write> renew_claim(std::shared_ptr<arbitration::arbitrator> a,

@@ -69,15 +69,18 @@ const config::mailbox* select_one_mailbox(const config::config& cfg, const std::
   return hits.front();
 }
 
+std::shared_ptr<delivery::http_client> ops_http_client() {
+  static const auto http = std::make_shared<delivery::http_client>(2);
+  return http;
+}
+
 imap::client_options client_options_for(asio::any_io_executor ex, const config::mailbox& mb) {
   imap::client_options o;
   o.connect_timeout = mb.connect_timeout;
   o.command_timeout = mb.command_timeout;
   if (mb.auth == config::auth_method::login) return o;
-  // An operator command opens a session or two: a token each is fine. Their
-  // requests share one HTTP client for the life of the process.
-  static const auto http = std::make_shared<delivery::http_client>(2);
-  o.tokens = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, http);
+  // An operator command opens a session or two: a token each is fine.
+  o.tokens = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, ops_http_client());
   return o;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config/model.hpp"
+#include "delivery/http_client.hpp"
 #include "imap/client.hpp"
 #include "ops/filter.hpp"
 #include "ops/ops.hpp"
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +62,10 @@ struct listed_message {
 
 // The header fields fetched for listings and filters.
 extern const char* const header_section;
+
+// The HTTP client of the operator commands (token requests, Graph calls):
+// one for the life of the process.
+std::shared_ptr<delivery::http_client> ops_http_client();
 
 // The IMAP client options for `mb`: with auth_method xoauth2 / oauthbearer, a
 // token source for its OAuth2 credentials (one per process and credentials).

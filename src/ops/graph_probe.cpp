@@ -42,7 +42,7 @@ std::string imap_only_error(const config::mailbox& mb) {
 
 asio::awaitable<graph_report> probe_graph(asio::any_io_executor ex, const config::mailbox& mb) {
   // An operator command makes a few requests: one token each run is fine.
-  static const auto http = std::make_shared<delivery::http_client>(2);
+  const auto http = ops_http_client();
   auto tokens = std::make_shared<auth::oauth2_token_source>(ex, mb.oauth2, http);
   graph::client_options o;
   o.graph_endpoint = mb.graph.graph_endpoint;
@@ -55,10 +55,18 @@ asio::awaitable<graph_report> probe_graph(asio::any_io_executor ex, const config
   graph::client c(http, tokens, o);
 
   graph_report r;
+  // The token on its own first, so that a refusal is named as the app's.
+  std::string detail;
+  const auto wait = std::make_shared<imap::token_source::wait_handle>();
+  if (auto token = co_await tokens->get(detail, wait); !token) {
+    r.failed_step = "token";
+    r.error = "access token from " + mb.oauth2.token_url + ": " + detail;
+    co_return r;
+  }
   graph::failure f;
   auto listed = co_await c.list_unread(f);
   if (!listed) {
-    r.failed_step = f.detail.rfind("access token", 0) == 0 ? "token" : "folder";
+    r.failed_step = "folder";
     r.error = f.detail;
     co_return r;
   }

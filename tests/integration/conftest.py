@@ -6,6 +6,7 @@ used; otherwise this session starts its own set and stops it at the end.
 
 The binary under test is $MAILROOM_BIN, default build/mailroom.
 """
+import base64
 import itertools
 import json
 import os
@@ -161,6 +162,24 @@ def queue(servers):
 def workdir(tmp_path):
     os.chmod(tmp_path, 0o755)
     return tmp_path
+
+
+@pytest.fixture
+def webhook():
+    """A harness.WebhookReceiver, closed after the test."""
+    w = harness.WebhookReceiver()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def jwt_secret(workdir):
+    """(path, key): a random HS256 key written base64 as GitLab writes it."""
+    key = os.urandom(32)
+    path = workdir / "incoming_email_webhook_secret"
+    path.write_text(base64.b64encode(key).decode() + "\n")
+    path.chmod(0o600)
+    return str(path), key
 
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")

@@ -9,7 +9,6 @@ categories, folder), and mailroom's JSON log.  Each test counts messages in
 and out: nothing lost, nothing doubled.  Time-based assertions are lower
 bounds mailroom must respect (Retry-After), measured on the fake's clock, or
 a token's own lifetime passing, since that is what they test."""
-import base64
 import collections
 import copy
 import itertools
@@ -44,22 +43,6 @@ def graph():
     finally:
         fg.close()
     assert not fg.errors, "the fake itself failed:\n" + "\n".join(fg.errors)
-
-
-@pytest.fixture
-def webhook():
-    w = harness.WebhookReceiver()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def jwt_secret(workdir):
-    key = os.urandom(32)
-    path = workdir / "incoming_email_webhook_secret"
-    path.write_text(base64.b64encode(key).decode() + "\n")
-    path.chmod(0o600)
-    return str(path), key
 
 
 def tenant_user(graph, permission=True):

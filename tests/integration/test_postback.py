@@ -1,33 +1,13 @@
 """Postback (webhook) delivery as GitLab configures it: POST the raw message to
 /api/v4/internal/mail_room/<type> with Content-Type text/plain and the
 Gitlab-Mailroom-Api-Request JWT (HS256, issuer gitlab-mailroom)."""
-import base64
-import os
 import re
 import time
-
-import pytest
 
 import harness
 from mailinject import make_message
 
 JWT_HEADER = "Gitlab-Mailroom-Api-Request"
-
-
-@pytest.fixture
-def webhook():
-    w = harness.WebhookReceiver()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def jwt_secret(workdir):
-    key = os.urandom(32)
-    path = workdir / "incoming_email_webhook_secret"
-    path.write_text(base64.b64encode(key).decode() + "\n")
-    path.chmod(0o600)
-    return str(path), key
 
 
 def postback_config(servers, user, workdir, url, secret_path, **mailbox):

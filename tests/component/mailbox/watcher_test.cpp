@@ -174,7 +174,7 @@ class WatcherTest : public ::testing::Test {
     mb_.allow_plaintext_login = true;
     // Long, so that a test finishing quickly shows the watcher did not wait for it.
     mb_.idle_timeout = 30s;
-    mb_.delete_after_delivery = true;
+    mb_.after_delivery = config::after_delivery_action::remove;
     mb_.expunge_deleted = true;
     opts_.imap.connect_timeout = 5s;
     opts_.imap.command_timeout = 5s;
@@ -362,7 +362,7 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
 }
 
 TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
-  mb_.delete_after_delivery = false;
+  mb_.after_delivery = config::after_delivery_action::seen;
   imap_script s = session_start();
   search(s, "4");
   fetch(s, "4", {4});

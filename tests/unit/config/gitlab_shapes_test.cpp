@@ -75,7 +75,7 @@ TEST(gitlab_shapes, rails_template_webhook) {
   EXPECT_EQ(mb.idle_timeout, std::chrono::seconds(60));
   EXPECT_EQ(mb.log.where, log_destination::kind::file);
   EXPECT_EQ(mb.log.path, "/var/log/gitlab/mailroom/mail_room_json.log");
-  EXPECT_TRUE(mb.delete_after_delivery);
+  EXPECT_EQ(mb.after_delivery, after_delivery_action::remove);
   EXPECT_FALSE(mb.expunge_deleted);
   EXPECT_EQ(mb.delivery, delivery_method::postback);
   EXPECT_EQ(mb.postback.url, "https://gitlab.example.com/api/v4/internal/mail_room/incoming_email");

@@ -40,7 +40,7 @@ TEST(load, minimal_mailbox_gets_mail_room_defaults) {
   EXPECT_EQ(mb.idle_timeout, std::chrono::seconds(1740));
   EXPECT_EQ(mb.search_command, "UNSEEN");
   EXPECT_EQ(mb.limit_max_unread, 0u);
-  EXPECT_FALSE(mb.delete_after_delivery);
+  EXPECT_EQ(mb.after_delivery, after_delivery_action::seen);
   EXPECT_FALSE(mb.expunge_deleted);
   EXPECT_EQ(mb.delivery, delivery_method::noop);
   EXPECT_EQ(mb.arbitration, arbitration_method::noop);
@@ -108,7 +108,7 @@ TEST(load, quoted_numbers_and_yaml11_booleans_are_accepted) {
   EXPECT_EQ(mb.port, 143);
   EXPECT_FALSE(mb.ssl.enabled);
   EXPECT_TRUE(mb.start_tls);
-  EXPECT_TRUE(mb.delete_after_delivery);
+  EXPECT_EQ(mb.after_delivery, after_delivery_action::remove);
 }
 
 TEST(load, start_tls_with_an_ssl_mapping_is_starttls_with_those_settings) {
@@ -810,14 +810,13 @@ TEST(load, after_delivery) {
 
   r = load(noop + "    after_delivery: delete\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
-  EXPECT_TRUE(r.cfg->mailboxes[0].delete_after_delivery);
+  EXPECT_EQ(r.cfg->mailboxes[0].after_delivery, after_delivery_action::remove);
 
   r = load(noop + "    after_delivery: :move\n    move_to: Processed\n");
   ASSERT_TRUE(r.ok()) << test::dump(r);
   EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
   EXPECT_EQ(r.cfg->mailboxes[0].after_delivery, after_delivery_action::move);
   EXPECT_EQ(r.cfg->mailboxes[0].move_to, "Processed");
-  EXPECT_FALSE(r.cfg->mailboxes[0].delete_after_delivery);
 }
 
 TEST(load, after_delivery_mistakes) {
