@@ -11,13 +11,14 @@ build_pkgs=(
   libssl-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev nlohmann-json3-dev libfmt-dev libcli11-dev
-  libcurl4-openssl-dev libicu-dev libgmime-3.0-dev
+  libcurl4-openssl-dev libicu-dev libgmime-3.0-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   clang-14 libclang-rt-14-dev
 )
 server_pkgs=(
   dovecot-imapd dovecot-lmtpd openssl
   redis-server redis-sentinel redis-tools
+  postgresql-15 postgresql-client-15
   ruby ruby-sidekiq
   python3 python3-pytest python3-redis
 )

@@ -8,9 +8,11 @@
 #include "auth/token_source.hpp"
 #include "common/logger.hpp"
 #include "delivery/http_client.hpp"
+#include "delivery/letter_opener.hpp"
 #include "delivery/logger_delivery.hpp"
 #include "delivery/noop.hpp"
 #include "delivery/postback.hpp"
+#include "delivery/que.hpp"
 #include "delivery/sidekiq.hpp"
 #include "mailbox/graph_watcher.hpp"
 #include "mailbox/imap_watcher.hpp"
@@ -107,6 +109,14 @@ int run_service(const config::config& cfg, const run_options& opts) {
   // so that they do not queue behind webhook deliveries.
   std::shared_ptr<delivery::http_client> graph_http;
   std::map<std::string, std::shared_ptr<auth::oauth2_token_source>> token_sources;
+  // One pool of PostgreSQL connections per database the que deliveries use.
+  std::vector<std::pair<config::que_options, std::shared_ptr<delivery::pg_pool>>> pg_pools;
+  auto pg_pool_for = [&](const config::que_options& q) {
+    for (const auto& [o, p] : pg_pools)
+      if (delivery::pg_pool::same_database(o, q)) return p;
+    pg_pools.emplace_back(q, std::make_shared<delivery::pg_pool>(q));
+    return pg_pools.back().second;
+  };
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
   int exit_code = 0;
   auto report_fatal = [&](const std::string& line) {
@@ -124,8 +134,8 @@ int run_service(const config::config& cfg, const run_options& opts) {
     std::shared_ptr<delivery::deliverer> deliverer;
     switch (mb.delivery) {
       case config::delivery_method::sidekiq:
-        deliverer = std::make_shared<delivery::sidekiq_deliverer>(mb.sidekiq,
-                                                                  redis.get(mb.sidekiq.redis), log);
+        deliverer = std::make_shared<delivery::sidekiq_deliverer>(
+            mb.sidekiq, redis.get(mb.sidekiq.redis), log, mb.max_job_size);
         break;
       case config::delivery_method::postback:
         if (!http) http = std::make_shared<delivery::http_client>(http_threads);
@@ -136,6 +146,13 @@ int run_service(const config::config& cfg, const run_options& opts) {
         break;
       case config::delivery_method::noop:
         deliverer = std::make_shared<delivery::noop_deliverer>();
+        break;
+      case config::delivery_method::letter_opener:
+        deliverer = std::make_shared<delivery::letter_opener_deliverer>(mb.letter_opener, log);
+        break;
+      case config::delivery_method::que:
+        deliverer = std::make_shared<delivery::que_deliverer>(mb.que, pg_pool_for(mb.que), log,
+                                                              mb.max_job_size);
         break;
     }
     std::shared_ptr<arbitration::arbitrator> arbitrator;
@@ -218,6 +235,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
     // still runs (a token request nobody waits for) is abandoned.
     if (http) http->abort_all();
     if (graph_http) graph_http->abort_all();
+    for (auto& [_, p] : pg_pools) p->abort_all();
     health.stop();
     signals.cancel();
     grace.cancel();

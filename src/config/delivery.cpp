@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <span>
+#include <vector>
 
 namespace mailroom::config::detail {
 namespace {
@@ -25,8 +27,10 @@ constexpr std::string_view postback_keys[] = {"delivery_url",    "url",
                                               "jwt_issuer",      "open_timeout",
                                               "read_timeout",    "ssl"};
 constexpr std::string_view logger_keys[] = {"log_path"};
-constexpr std::string_view que_letter_opener_keys[] = {"host",     "port",      "database",
-                                                       "priority", "job_class", "location"};
+constexpr std::string_view que_keys[] = {
+    "host",     "port",      "database",  "username",        "password",         "queue",
+    "priority", "job_class", "pool_size", "connect_timeout", "statement_timeout"};
+constexpr std::string_view letter_opener_keys[] = {"location"};
 
 const char* method_name(delivery_method m) {
   switch (m) {
@@ -38,18 +42,46 @@ const char* method_name(delivery_method m) {
       return "logger";
     case delivery_method::noop:
       return "noop";
+    case delivery_method::que:
+      return "que";
+    case delivery_method::letter_opener:
+      return "letter_opener";
   }
   return "";
 }
 
+std::span<const std::string_view> keys_of(delivery_method m) {
+  switch (m) {
+    case delivery_method::postback:
+      return postback_keys;
+    case delivery_method::sidekiq:
+      return sidekiq_keys;
+    case delivery_method::logger:
+      return logger_keys;
+    case delivery_method::que:
+      return que_keys;
+    case delivery_method::letter_opener:
+      return letter_opener_keys;
+    case delivery_method::noop:
+      break;
+  }
+  return {};
+}
+
+// Keys of other methods (and not of this one) are warned about as unused.
 void warn_other_method_keys(map_view& opts, delivery_method method) {
   const std::string why = fmt::format("is not used by delivery_method {}", method_name(method));
-  if (method != delivery_method::sidekiq) opts.warn_unused(sidekiq_keys, why);
-  if (method != delivery_method::postback) {
-    opts.warn_unused(postback_keys, why);
+  const auto own = keys_of(method);
+  std::vector<std::string_view> other;
+  for (auto m : {delivery_method::postback, delivery_method::sidekiq, delivery_method::logger,
+                 delivery_method::que, delivery_method::letter_opener}) {
+    if (m == method) continue;
+    for (auto k : keys_of(m))
+      if (std::find(own.begin(), own.end(), k) == own.end() &&
+          std::find(other.begin(), other.end(), k) == other.end())
+        other.push_back(k);
   }
-  if (method != delivery_method::logger) opts.warn_unused(logger_keys, why);
-  opts.warn_unused(que_letter_opener_keys, why);
+  opts.warn_unused(other, why);
 }
 
 // An http(s) URL with a host. The URL itself is never echoed: it may carry
@@ -219,6 +251,31 @@ void read_sidekiq(map_view& opts, sidekiq_options& sk) {
   }
 }
 
+void read_que(map_view& opts, que_options& q) {
+  context& ctx = opts.ctx;
+  if (read_string(opts, "host", q.host) && q.host.empty())
+    ctx.error(opts.get("host")->line, opts.path_of("host"), "must not be empty");
+  long long n = 0;
+  if (read_int(opts, "port", 1, 65535, n)) q.port = static_cast<std::uint16_t>(n);
+  read_string(opts, "database", q.database);
+  read_string(opts, "username", q.username);
+  read_secret(opts, "password", q.password);
+  read_string(opts, "queue", q.queue);
+  if (read_int(opts, "priority", -32768, 32767, n)) q.priority = static_cast<std::int32_t>(n);
+  auto* job_class = opts.get("job_class");
+  if (job_class == nullptr || job_class->value.IsNull()) {
+    // mail_room would insert a NULL job_class, which every Que schema refuses.
+    ctx.error(job_class != nullptr ? job_class->line : opts.line(), opts.path_of("job_class"),
+              "is required for delivery_method que (the job class, e.g. EmailReceiverJob)");
+  } else if (read_string(opts, "job_class", q.job_class) && q.job_class.empty()) {
+    ctx.error(job_class->line, opts.path_of("job_class"), "must not be empty");
+  }
+  if (read_int(opts, "pool_size", 1, 64, n)) q.pool_size = static_cast<std::size_t>(n);
+  if (read_int(opts, "connect_timeout", 1, 3600, n)) q.connect_timeout = std::chrono::seconds(n);
+  if (read_int(opts, "statement_timeout", 1, 3600, n))
+    q.statement_timeout = std::chrono::seconds(n);
+}
+
 // The options mapping of `key`, or an empty one when absent.
 YAML::Node options_node(map_view& mbox, std::string_view key, bool& ok) {
   ok = true;
@@ -251,23 +308,22 @@ void read_delivery(map_view& mbox, mailbox& mb) {
       mb.delivery = delivery_method::logger;
     } else if (name == "noop") {
       mb.delivery = delivery_method::noop;
+    } else if (name == "que") {
+      mb.delivery = delivery_method::que;
+    } else if (name == "letter_opener") {
+      mb.delivery = delivery_method::letter_opener;
     } else {
       known = false;
       auto* e = mbox.get("delivery_method");
       std::string shown = ctx.shown(e->value);
-      if (name == "que" || name == "letter_opener") {
-        ctx.error(e->line, "delivery_method",
-                  fmt::format("`{}` is not supported by mailroom (supported: postback, sidekiq, "
-                              "logger, noop)",
-                              name));
-      } else if (name == "webhook") {
+      if (name == "webhook") {
         ctx.error(e->line, "delivery_method",
                   "unknown delivery method `webhook`: GitLab's webhook delivery is "
                   "`postback` in mail_room's configuration");
       } else {
-        ctx.error(
-            e->line, "delivery_method",
-            "unknown delivery method " + shown + ": expected postback, sidekiq, logger or noop");
+        ctx.error(e->line, "delivery_method",
+                  "unknown delivery method " + shown +
+                      ": expected postback, sidekiq, que, logger, letter_opener or noop");
       }
     }
   } else if (mbox.has("delivery_method")) {
@@ -304,6 +360,32 @@ void read_delivery(map_view& mbox, mailbox& mb) {
       break;
     case delivery_method::noop:
       break;
+    case delivery_method::que:
+      read_que(opts, mb.que);
+      break;
+    case delivery_method::letter_opener:
+      // mail_room: the top-level location wins over delivery_options.location.
+      if (!read_string(mbox, "location", mb.letter_opener.location)) {
+        read_string(opts, "location", mb.letter_opener.location);
+      } else if (auto* e = opts.get("location"); e != nullptr) {
+        ctx.warning(e->line, opts.path_of("location"),
+                    "the mailbox's top-level location takes precedence (ignored)");
+      }
+      if (mb.letter_opener.location.empty()) {
+        auto* e = mbox.get("location");
+        ctx.error(e != nullptr ? e->line : opts.line(), "location",
+                  "is required for delivery_method letter_opener (the directory for the "
+                  "messages)");
+      } else {
+        mb.letter_opener.location = resolve_path(ctx, mb.letter_opener.location);
+      }
+      break;
+  }
+
+  if (mb.max_job_size > 0 && mb.delivery != delivery_method::sidekiq &&
+      mb.delivery != delivery_method::que) {
+    ctx.warning(mbox.get("max_job_size")->line, "max_job_size",
+                "is only used by delivery_method sidekiq and que (ignored)");
   }
 
   if (mb.delivery != delivery_method::postback) {
@@ -323,8 +405,9 @@ void read_delivery(map_view& mbox, mailbox& mb) {
                   "the structured log is set with logger: {log_path: ...}");
     }
   }
-  if (auto* e = mbox.get("location"); e != nullptr) {
-    ctx.warning(e->line, "location", "letter_opener is not supported by mailroom (ignored)");
+  if (auto* e = mbox.get("location");
+      e != nullptr && mb.delivery != delivery_method::letter_opener) {
+    ctx.warning(e->line, "location", "is only used by delivery_method letter_opener (ignored)");
   }
 
   warn_other_method_keys(opts, mb.delivery);

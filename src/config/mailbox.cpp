@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <optional>
 
 namespace mailroom::config::detail {
 namespace {
@@ -191,6 +192,76 @@ bool is_atom(std::string_view s) {
   return true;
 }
 
+// "7d", "12h", "30m", "90s", "2w" or a number of seconds; nullopt when malformed.
+std::optional<std::chrono::seconds> parse_age(const YAML::Node& v) {
+  if (!v.IsScalar()) return std::nullopt;
+  const std::string t = v.Scalar();
+  if (t.empty()) return std::nullopt;
+  std::size_t i = 0;
+  long long n = 0;
+  while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) {
+    if (n > 100000000) return std::nullopt;  // centuries: surely a mistake
+    n = n * 10 + (t[i] - '0');
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  const std::string unit = lower(t.substr(i));
+  long long mult = 0;
+  if (unit.empty() || unit == "s") {
+    mult = 1;
+  } else if (unit == "m") {
+    mult = 60;
+  } else if (unit == "h") {
+    mult = 3600;
+  } else if (unit == "d") {
+    mult = 86400;
+  } else if (unit == "w") {
+    mult = 7 * 86400;
+  } else {
+    return std::nullopt;
+  }
+  if (n > 100LL * 365 * 86400 / mult) return std::nullopt;
+  return std::chrono::seconds(n * mult);
+}
+
+// A keyword that sets messages aside must be an atom, like oversize_keyword.
+void read_keyword(map_view& m, std::string_view key, std::string& out) {
+  if (read_string(m, key, out, null_means::error) && !is_atom(out)) {
+    m.ctx.error(m.get(key)->line, std::string(key),
+                "must be an IMAP keyword: letters, digits and $-_. without spaces (got " +
+                    m.ctx.shown(m.get(key)->value) + ")");
+  }
+}
+
+// rejected_folder/keyword, max_message_age and too_old_folder/keyword,
+// max_job_size (ours).
+void read_set_aside_fields(map_view& m, mailbox& mb) {
+  context& ctx = m.ctx;
+  read_keyword(m, "rejected_keyword", mb.rejected_keyword);
+  read_string(m, "rejected_folder", mb.rejected_folder, null_means::error);
+  read_keyword(m, "too_old_keyword", mb.too_old_keyword);
+  read_string(m, "too_old_folder", mb.too_old_folder, null_means::error);
+  if (auto* e = m.get("max_message_age"); e != nullptr) {
+    m.ignore("max_message_age");
+    if (e->value.IsNull()) {
+      ctx.error(e->line, "max_message_age", "must not be null (leave it out for no limit)");
+    } else if (auto age = parse_age(e->value)) {
+      mb.max_message_age = *age;
+    } else {
+      ctx.error(e->line, "max_message_age",
+                "must be a duration like 7d, 12h, 30m or a number of seconds (got " +
+                    ctx.shown(e->value) + ")");
+    }
+  }
+  if (mb.max_message_age.count() == 0 && m.has("too_old_folder"))
+    ctx.warning(m.get("too_old_folder")->line, "too_old_folder",
+                "is only used with max_message_age (ignored)");
+  long long job = 0;
+  if (read_int(m, "max_job_size", 0, 1LL << 40, job, null_means::error))
+    mb.max_job_size = static_cast<std::uint64_t>(job);
+  // Checked once delivery_method is known (read_delivery).
+}
+
 // Our own keys: plaintext LOGIN, timeouts, oversize messages, permanent errors.
 void read_safety_fields(map_view& m, mailbox& mb) {
   context& ctx = m.ctx;
@@ -233,6 +304,8 @@ void read_safety_fields(map_view& m, mailbox& mb) {
     ctx.error(e != nullptr ? e->line : m.line(), "oversize_folder",
               "is required with oversize_action: move");
   }
+
+  read_set_aside_fields(m, mb);
 
   std::string policy;
   if (read_symbol(m, "on_permanent_error", policy, null_means::error)) {

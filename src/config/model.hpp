@@ -60,7 +60,7 @@ struct redis_target {
   }
 };
 
-enum class delivery_method { postback, sidekiq, logger, noop };
+enum class delivery_method { postback, sidekiq, logger, noop, que, letter_opener };
 
 struct sidekiq_options {
   redis_target redis;
@@ -88,6 +88,28 @@ struct postback_options {
 
 struct logger_delivery_options {
   std::string log_path;  // empty: stdout
+};
+
+// mail_room's que delivery: one row in que_jobs per message, on PostgreSQL.
+struct que_options {
+  std::string host = "localhost";  // a host name, an address, or a socket directory (/...)
+  std::uint16_t port = 5432;
+  std::string database;
+  std::string username;
+  secret password;
+  std::string queue;  // mail_room's default: '' (Que 0.x's default queue)
+  std::int32_t priority = 100;
+  std::string job_class;
+  // ours: connections kept open and shared by the mailboxes that use the
+  // same database (mail_room opens one per message and never closes it).
+  std::size_t pool_size = 4;
+  std::chrono::seconds connect_timeout{10};
+  std::chrono::seconds statement_timeout{30};
+};
+
+// mail_room's letter_opener delivery: each message as files to open in a browser.
+struct letter_opener_options {
+  std::string location;  // a directory; created if missing
 };
 
 enum class arbitration_method { noop, redis };
@@ -207,6 +229,8 @@ struct mailbox {
   sidekiq_options sidekiq;
   postback_options postback;
   logger_delivery_options logger_delivery;
+  que_options que;
+  letter_opener_options letter_opener;
 
   arbitration_method arbitration = arbitration_method::noop;
   arbitration_options arbitration_opts;
@@ -222,6 +246,19 @@ struct mailbox {
   oversize_action on_oversize = oversize_action::flag;
   std::string oversize_keyword = "$MailroomOversize";
   std::string oversize_folder;
+  // ours: a message the target refuses for good (HTTP 400/413/422, a job above
+  // max_job_size) is moved here, or flagged rejected_keyword when empty.
+  std::string rejected_folder;
+  std::string rejected_keyword = "$MailroomRejected";
+  // ours: a message that arrived longer ago than this is not delivered but
+  // set aside (too_old_keyword, or moved to too_old_folder) for an operator's
+  // `mailroom reingest`. 0: no limit.
+  std::chrono::seconds max_message_age{0};
+  std::string too_old_keyword = "$MailroomTooOld";
+  std::string too_old_folder;
+  // ours: with sidekiq or que delivery, a job (its JSON) larger than this is
+  // rejected as above instead of filling Redis or PostgreSQL. 0: no limit.
+  std::uint64_t max_job_size = 0;
   permanent_error_policy on_permanent_error = permanent_error_policy::exit_at_startup;
 
   // The IMAP server as part of a mailbox's identity: "host:port", the host in

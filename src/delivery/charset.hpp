@@ -13,6 +13,9 @@
 // fallback (the detector would otherwise call it UTF-16/32).
 #pragma once
 
+#include "common/logger.hpp"
+#include "common/message.hpp"
+
 #include <string>
 #include <string_view>
 
@@ -40,5 +43,11 @@ std::string_view as_utf8(std::string_view raw, utf8_result& storage);
 
 // ISO-8859-1 -> UTF-8, byte by byte (the fallback above).
 std::string latin1_to_utf8(std::string_view raw);
+
+// The message's body as a job carries it (as_utf8()). When the charset could
+// not be detected (mail_room would crash there) a warning says that the text
+// may be garbled: {delivery_method, action, uid}.
+std::string_view job_text(const mail_message& m, const char* delivery_method,
+                          log::logger& logger, utf8_result& storage);
 
 }  // namespace mailroom::delivery

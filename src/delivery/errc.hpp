@@ -11,6 +11,9 @@ enum class errc {
   timed_out,               // retriable: no answer in time
   rejected,                // retriable later: the target answered but did not accept (HTTP non-2xx)
   misconfigured = 5,       // not retriable: e.g. unreadable JWT secret
+  refused,                 // not retriable for this message: the target refuses it for
+                           // good (HTTP 400/413/422, a job above max_job_size); the
+                           // message is set aside and the mailbox goes on
 };
 const boost::system::error_category& delivery_category();
 inline boost::system::error_code make_error_code(errc e) {

@@ -19,6 +19,8 @@ class category final : public boost::system::error_category {
         return "delivery rejected by the target";
       case errc::misconfigured:
         return "delivery misconfigured";
+      case errc::refused:
+        return "message refused by the target for good";
     }
     return "unknown delivery error";
   }

@@ -106,9 +106,14 @@ boost::asio::awaitable<result> postback_deliverer::deliver(const mail_message& m
 
   const long status = response->status;
   if (status < 200 || status > 299) {
-    // Not delivered: the watcher logs "delivery failed" with this detail
-    // (the status and the start of the target's answer, which says why).
-    co_return result{make_error_code(errc::rejected),
+    // Not delivered: the watcher logs this detail (the status and the start
+    // of the target's answer, which says why). 400, 413 and 422 say the
+    // message itself is unacceptable (GitLab answers 400 for a message too
+    // large), so a retry would get the same answer: it is set aside.
+    // Everything else (401/403: credentials, 404: a wrong URL, 408/429/5xx:
+    // a target in trouble) may heal and is retried.
+    const bool for_good = status == 400 || status == 413 || status == 422;
+    co_return result{make_error_code(for_good ? errc::refused : errc::rejected),
                      "HTTP " + std::to_string(status) + answer_excerpt(response->body)};
   }
   // mail_room logs this line for every answer; we only for a delivered message.

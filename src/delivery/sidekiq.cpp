@@ -25,26 +25,18 @@ double now_as_double() {
 
 sidekiq_deliverer::sidekiq_deliverer(const config::sidekiq_options& opts,
                                      std::shared_ptr<redis::client> client,
-                                     std::shared_ptr<log::logger> logger)
+                                     std::shared_ptr<log::logger> logger,
+                                     std::uint64_t max_job_size)
     : worker_(opts.worker),
       queue_(opts.queue),
       queue_key_(opts.redis.key("queue:" + opts.queue)),
       client_(std::move(client)),
-      logger_(std::move(logger)) {}
+      logger_(std::move(logger)),
+      max_job_size_(max_job_size) {}
 
 boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m) {
-  // mail_room force-tags the bytes as UTF-8 and converts only invalid ones
-  // (§3.2); valid bodies are not copied here.
   utf8_result converted;
-  const std::string_view body = as_utf8(m.body, converted);
-  if (converted.fallback) {
-    // Not in mail_room (it would crash here): say that the text may be garbled.
-    log::fields f;
-    f["delivery_method"] = "Sidekiq";
-    f["action"] = "charset not detected, body decoded as ISO-8859-1";
-    f["uid"] = m.uid;
-    logger_->warn(f);
-  }
+  const std::string_view body = job_text(m, "Sidekiq", *logger_, converted);
   // The message's stable id (a redelivery carries the same jid); a random one
   // for callers that did not set it, as mail_room does.
   const std::string jid = m.id.empty() ? make_jid() : m.id;
@@ -52,6 +44,11 @@ boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m)
   // command that is written to Redis: besides the message itself, the only
   // copy of a multi-megabyte body is the one on its way to the socket.
   const sidekiq_job job(worker_, queue_, body, jid, now_as_double());
+  if (max_job_size_ > 0 && job.size() > max_job_size_) {
+    co_return result{errc::refused,
+                     fmt::format("the job is {} bytes, above max_job_size ({} bytes)", job.size(),
+                                 max_job_size_)};
+  }
   const std::string_view lpush = "LPUSH";
   const std::array<std::string_view, 2> leading{lpush, queue_key_};
   redis::command_with_slot cmd = redis::encode_command_with_slot(leading, job.size());

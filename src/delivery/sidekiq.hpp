@@ -17,8 +17,9 @@ namespace mailroom::delivery {
 class sidekiq_deliverer : public deliverer {
  public:
   // `client` may be shared with other mailboxes pushing to the same Redis.
+  // `max_job_size`: a larger job is refused (errc::refused), not pushed; 0: no limit.
   sidekiq_deliverer(const config::sidekiq_options& opts, std::shared_ptr<redis::client> client,
-                    std::shared_ptr<log::logger> logger);
+                    std::shared_ptr<log::logger> logger, std::uint64_t max_job_size = 0);
 
   const char* class_name() const override { return "MailRoom::Delivery::Sidekiq"; }
 
@@ -35,6 +36,7 @@ class sidekiq_deliverer : public deliverer {
   std::string queue_key_;
   std::shared_ptr<redis::client> client_;
   std::shared_ptr<log::logger> logger_;
+  std::uint64_t max_job_size_;
 };
 
 }  // namespace mailroom::delivery

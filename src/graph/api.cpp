@@ -61,6 +61,13 @@ std::string user_messages(std::string_view graph_endpoint, std::string_view user
   return url;
 }
 
+// Two to four digits at s[pos..pos+n).
+bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  const auto [end, ec] = std::from_chars(s.data() + pos, s.data() + pos + n, out);
+  return ec == std::errc{} && end == s.data() + pos + n;
+}
+
 std::string excerpt(std::string_view s) {
   std::string out(s.substr(0, 200));
   for (char& c : out)
@@ -99,6 +106,32 @@ std::string encode_path_segment(std::string_view s) {
   return out;
 }
 
+std::optional<std::int64_t> parse_utc_time(std::string_view s) {
+  // YYYY-MM-DDTHH:MM:SS, then optional fraction, then Z (Graph's DateTimeOffset in UTC).
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+      s[13] != ':' || s[16] != ':')
+    return std::nullopt;
+  if (!digits(s, 0, 4, y) || !digits(s, 5, 2, mo) || !digits(s, 8, 2, d) || !digits(s, 11, 2, h) ||
+      !digits(s, 14, 2, mi) || !digits(s, 17, 2, se))
+    return std::nullopt;
+  std::size_t i = 19;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+  }
+  if (i + 1 != s.size() || (s[i] != 'Z' && s[i] != 'z')) return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
+  // Days from the civil date (Howard Hinnant's days_from_civil).
+  const int yy = y - (mo <= 2);
+  const int era = yy / 400;
+  const unsigned yoe = static_cast<unsigned>(yy - era * 400);
+  const unsigned doy = static_cast<unsigned>((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
+  return days * 86400 + h * 3600 + mi * 60 + se;
+}
+
 std::string list_unread_url(std::string_view graph_endpoint, std::string_view user,
                             std::string_view folder, std::size_t page_size) {
   std::string url = user_messages(graph_endpoint, user);
@@ -109,7 +142,7 @@ std::string list_unread_url(std::string_view graph_endpoint, std::string_view us
   // (InefficientFilter), hence the always-true date clause.
   url += "/messages?$filter=";
   url += unread_filter;
-  url += "&$orderby=receivedDateTime%20asc&$select=id,categories";
+  url += "&$orderby=receivedDateTime%20asc&$select=id,categories,receivedDateTime";
   url += "&$expand=singleValueExtendedProperties($filter=id%20eq%20'";
   url += encode_path_segment(size_property);
   url += "')&$top=";
@@ -203,6 +236,8 @@ boost::system::result<message_page> parse_message_page(std::string_view body,
         }
       }
     }
+    if (const auto r = m.find("receivedDateTime"); r != m.end() && r->is_string())
+      lm.received = parse_utc_time(r->get_ref<const std::string&>()).value_or(0);
     if (const auto cats = m.find("categories"); cats != m.end() && cats->is_array()) {
       for (const auto& c : *cats)
         if (c.is_string()) lm.categories.push_back(c.get<std::string>());

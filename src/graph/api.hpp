@@ -64,8 +64,12 @@ std::string encode_path_segment(std::string_view s);
 struct listed_message {
   std::string id;
   std::uint64_t size = 0;               // PR_MESSAGE_SIZE; 0 when Graph did not give it
-  std::vector<std::string> categories;  // the oversize keyword is kept here
+  std::vector<std::string> categories;  // the set-aside keywords are kept here
+  std::int64_t received = 0;            // receivedDateTime, seconds since the epoch; 0: unknown
 };
+// Graph's DateTimeOffset in UTC ("2026-12-05T09:30:12Z", with an optional
+// fraction) -> seconds since the epoch.
+std::optional<std::int64_t> parse_utc_time(std::string_view s);
 struct message_page {
   std::vector<listed_message> messages;
   std::string next_link;  // "" on the last page

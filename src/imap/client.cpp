@@ -440,18 +440,20 @@ asio::awaitable<error_code> client::uid_fetch_bodies(const std::vector<std::uint
 }
 
 asio::awaitable<boost::system::result<std::vector<message_meta>>> client::uid_fetch_meta(
-    const std::vector<std::uint32_t>& uids) {
+    const std::vector<std::uint32_t>& uids, bool with_date) {
   std::vector<message_meta> out;
   out.reserve(uids.size());
   for (const auto& set : format_uid_sets(uids, opts_.uid_set_max_chars)) {
     command_builder cmd("UID FETCH");
-    cmd.atom(set).atom("(UID RFC822.SIZE FLAGS)");
+    cmd.atom(set).atom(with_date ? "(UID RFC822.SIZE FLAGS INTERNALDATE)"
+                                 : "(UID RFC822.SIZE FLAGS)");
     const untagged_handler collect = [&](response& resp) {
       if (resp.keyword != "FETCH") return;
       auto item = decode_fetch(std::move(resp));
       // Unsolicited FETCH responses (flag changes by other sessions) lack a size.
       if (item && item->uid && item->size)
-        out.push_back({*item->uid, *item->size, std::move(item->flags)});
+        out.push_back(
+            {*item->uid, *item->size, std::move(item->flags), item->internal_date.value_or(0)});
     };
     auto r = co_await run(cmd, collect);
     if (!r) co_return r.error();

@@ -84,6 +84,7 @@ struct message_meta {
   std::uint32_t uid = 0;
   std::uint64_t size = 0;
   std::vector<std::string> flags;
+  std::int64_t internal_date = 0;  // with_date: seconds since the epoch; 0: unknown
 };
 
 // Called with each message fetched by uid_fetch_bodies(), in server order.
@@ -120,10 +121,10 @@ class client {
   boost::asio::awaitable<boost::system::error_code> uid_fetch_bodies(
       const std::vector<std::uint32_t>& uids, const body_handler& on_body);
 
-  // UID FETCH <uids> (UID RFC822.SIZE FLAGS), in server order. Messages
-  // expunged meanwhile are simply missing.
+  // UID FETCH <uids> (UID RFC822.SIZE FLAGS [INTERNALDATE]), in server order.
+  // Messages expunged meanwhile are simply missing.
   boost::asio::awaitable<boost::system::result<std::vector<message_meta>>> uid_fetch_meta(
-      const std::vector<std::uint32_t>& uids);
+      const std::vector<std::uint32_t>& uids, bool with_date = false);
 
   // Moves messages to `folder`: UID MOVE with the MOVE extension (RFC 6851),
   // otherwise UID COPY, then \Deleted and UID EXPUNGE of them (UIDPLUS, RFC

@@ -1,6 +1,7 @@
 #include "mailbox/graph_watcher.hpp"
 
 #include "mailbox/concurrently.hpp"
+#include "mailbox/set_aside.hpp"
 
 #include "common/allocator.hpp"
 #include "delivery/job.hpp"
@@ -38,52 +39,68 @@ class graph_watcher::graph_inbox final : public inbox {
 
   asio::awaitable<error_code> sizes(const std::vector<std::uint32_t>& keys,
                                     std::vector<message_size>& out) override {
-    const std::string& keyword = w_.mb_.oversize_keyword;
+    const auto& mb = w_.mb_;
     for (const auto k : keys) {
       const auto& m = at(k);
-      std::uint64_t size = m.size;
-      if (auto it = w_.learnt_sizes_.find(m.id); it != w_.learnt_sizes_.end())
-        size = std::max(size, it->second);
-      const bool tagged =
-          std::find(m.categories.begin(), m.categories.end(), keyword) != m.categories.end();
-      out.push_back({k, size, tagged || w_.set_aside_ids_.count(m.id) > 0});
+      const auto marked = [&](const std::string& keyword, aside_reason r) {
+        return std::find(m.categories.begin(), m.categories.end(), keyword) != m.categories.end() ||
+               w_.reported_[static_cast<std::size_t>(r)].count(m.id) > 0;
+      };
+      message_size s;
+      s.uid = k;
+      s.size = std::max(m.size, learnt(m.id));
+      s.flagged_oversize = marked(mb.oversize_keyword, aside_reason::oversize);
+      s.arrived = m.received;
+      s.flagged_too_old = marked(mb.too_old_keyword, aside_reason::too_old);
+      s.age_exempt = std::find(m.categories.begin(), m.categories.end(), reingested_keyword) !=
+                     m.categories.end();
+      s.rejected = marked(mb.rejected_keyword, aside_reason::refused);
+      out.push_back(s);
     }
     co_return error_code{};
   }
 
-  asio::awaitable<std::pair<error_code, bool>> set_aside(
-      const std::vector<std::uint32_t>& keys) override {
+  asio::awaitable<std::pair<error_code, bool>> set_aside(const std::vector<std::uint32_t>& keys,
+                                                         aside_reason reason) override {
     const auto& mb = w_.mb_;
-    const bool move = mb.on_oversize == config::oversize_action::move;
+    const aside_policy policy = aside_policy_for(mb, reason);
+    const bool move = !policy.folder.empty();
     for (const auto k : keys) {
       const auto& m = at(k);
-      auto f = w_.context_line("message too large, not delivered");
+      auto f = w_.context_line(policy.why);
       f["uid"] = k;
       f["message_id"] = m.id;
-      f["byte_size"] = std::max(m.size, learnt(m.id));
-      f["max_message_size"] = mb.max_message_size;
-      f["oversize_action"] = move ? "move to " + mb.oversize_folder : "tag " + mb.oversize_keyword;
+      if (reason == aside_reason::oversize) {
+        f["byte_size"] = std::max(m.size, learnt(m.id));
+        f["max_message_size"] = mb.max_message_size;
+      } else if (reason == aside_reason::too_old) {
+        f["arrived"] = m.received;
+        f["max_message_age"] = mb.max_message_age.count();
+      }
+      f["set_aside"] = move ? "move to " + policy.folder : "tag " + policy.keyword;
       w_.log_->warn(f);
       graph::failure fail;
       if (move) {
-        const error_code ec = co_await w_.client_.move(m.id, mb.oversize_folder, fail);
+        const error_code ec = co_await w_.client_.move(m.id, policy.folder, fail);
         if (!ec || ec == graph::graph_errc::not_found) continue;
         if (graph::is_retriable(ec)) co_return std::pair{remember(fail), false};
-        auto w = w_.context_line("cannot move oversize messages; tagging them instead");
+        auto w = w_.context_line("cannot move messages set aside; tagging them instead");
+        w["folder"] = policy.folder;
         w["error"] = fail.detail;
         w_.log_->warn(w);
       }
       // The keyword as an Outlook category keeps it out of later passes
       // (it stays unread); the message's own categories are kept.
       std::vector<std::string> categories = m.categories;
-      categories.push_back(mb.oversize_keyword);
+      categories.push_back(policy.keyword);
       const error_code ec = co_await w_.client_.set_categories(m.id, categories, fail);
       if (!ec || ec == graph::graph_errc::not_found) continue;
       if (graph::is_retriable(ec)) co_return std::pair{remember(fail), false};
-      auto w = w_.context_line("cannot tag oversize message");
+      auto w = w_.context_line("cannot tag message set aside; remembered until restart");
+      w["keyword"] = policy.keyword;
       w["error"] = fail.detail;
       w_.log_->warn(w);
-      w_.set_aside_ids_.insert(m.id);
+      w_.reported_[static_cast<std::size_t>(reason)].insert(m.id);
     }
     co_return std::pair{error_code{}, false};
   }
@@ -278,6 +295,12 @@ asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)>
   settings.fetch_batch = opts_.fetch_batch;
   settings.fetch_bytes = opts_.fetch_bytes;
   settings.max_message_size = mb_.max_message_size;
+  if (mb_.max_message_age.count() > 0) {
+    const auto now = std::chrono::system_clock::now();
+    settings.oldest_arrival = std::chrono::duration_cast<std::chrono::seconds>(
+                                  (now - mb_.max_message_age).time_since_epoch())
+                                  .count();
+  }
   settings.max_deliveries_in_flight = opts_.max_deliveries_in_flight;
   // The flag action's "delete too" is the inbox's cue to delete or move.
   settings.delete_after_delivery = mb_.leaves_folder_after_delivery();

@@ -25,6 +25,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -78,9 +79,9 @@ class graph_watcher final : public watcher {
   graph_watcher_options opts_;
   graph::client client_;
   bool stopping_ = false;
-  // Oversize messages that could be neither tagged nor moved (reported once,
-  // then skipped), by id.
-  std::set<std::string> set_aside_ids_;
+  // Messages set aside that could be neither tagged nor moved (reported
+  // once, then skipped), by id, by aside_reason.
+  std::array<std::set<std::string>, 3> reported_;
   // Sizes learnt from bodies larger than max_message_size that Graph listed
   // smaller (or without a size): set aside by the next pass.
   std::map<std::string, std::uint64_t> learnt_sizes_;

@@ -3,6 +3,7 @@
 #include "common/allocator.hpp"
 #include "delivery/errc.hpp"
 #include "delivery/job.hpp"
+#include "mailbox/set_aside.hpp"
 #include "mime/headers.hpp"
 
 #include <boost/algorithm/string/predicate.hpp>
@@ -33,26 +34,42 @@ class imap_watcher::imap_inbox final : public inbox {
 
   asio::awaitable<error_code> sizes(const std::vector<std::uint32_t>& keys,
                                     std::vector<message_size>& out) override {
-    auto m = co_await c_.uid_fetch_meta(keys);
+    const auto& mb = w_.mb_;
+    auto m = co_await c_.uid_fetch_meta(keys, mb.max_message_age.count() > 0);
     if (!m) co_return m.error();
     meta_.clear();
     out.reserve(m->size());
     for (auto& x : *m) {
-      const bool flagged = std::any_of(x.flags.begin(), x.flags.end(), [&](const auto& f) {
-        return boost::algorithm::iequals(f, w_.mb_.oversize_keyword);
-      });
-      out.push_back({x.uid, x.size, flagged || w_.oversize_reported_.count(x.uid) > 0});
+      const auto has = [&](const std::string& keyword) {
+        return std::any_of(x.flags.begin(), x.flags.end(),
+                           [&](const auto& f) { return boost::algorithm::iequals(f, keyword); });
+      };
+      const auto reported = [&](aside_reason r) {
+        return w_.reported_[static_cast<std::size_t>(r)].count(x.uid) > 0;
+      };
+      message_size s;
+      s.uid = x.uid;
+      s.size = x.size;
+      s.flagged_oversize = has(mb.oversize_keyword) || reported(aside_reason::oversize);
+      s.arrived = x.internal_date;
+      s.flagged_too_old = has(mb.too_old_keyword) || reported(aside_reason::too_old);
+      s.age_exempt = has(reingested_keyword);
+      s.rejected = has(mb.rejected_keyword) || reported(aside_reason::refused);
+      out.push_back(s);
       const std::uint32_t uid = x.uid;
       meta_[uid] = std::move(x);
     }
     co_return error_code{};
   }
 
-  asio::awaitable<std::pair<error_code, bool>> set_aside(
-      const std::vector<std::uint32_t>& keys) override {
-    std::vector<imap::message_meta> big;
-    for (const auto uid : keys) big.push_back(meta_[uid]);
-    co_return co_await w_.set_aside_oversize(c_, big);
+  asio::awaitable<std::pair<error_code, bool>> set_aside(const std::vector<std::uint32_t>& keys,
+                                                         aside_reason reason) override {
+    std::vector<imap::message_meta> metas;
+    for (const auto uid : keys) {
+      auto it = meta_.find(uid);
+      metas.push_back(it != meta_.end() ? it->second : imap::message_meta{uid, 0, {}, 0});
+    }
+    co_return co_await w_.set_aside(c_, metas, reason);
   }
 
   asio::awaitable<error_code> fetch_bodies(const std::vector<std::uint32_t>& keys,
@@ -221,7 +238,7 @@ asio::awaitable<error_code> imap_watcher::session(imap::client& c, bool& logged_
     f["new_uidvalidity"] = c.uidvalidity();
     log_->warn(f);
     ++health_.counters.uidvalidity_changes;
-    oversize_reported_.clear();
+    for (auto& r : reported_) r.clear();
   }
   last_uidvalidity_ = c.uidvalidity();
   if (auto e = co_await expunge_leftovers(c)) co_return e;
@@ -302,6 +319,27 @@ asio::awaitable<error_code> imap_watcher::expunge_leftovers(imap::client& c) {
   co_return error_code{};
 }
 
+asio::awaitable<boost::system::result<imap::move_outcome>> imap_watcher::move_creating(
+    imap::client& c, const std::vector<std::uint32_t>& uids, const std::string& folder,
+    const std::string& mark_copied) {
+  auto moved = co_await c.uid_move(uids, folder, mark_copied);
+  if (!moved && moved.error() == imap::client_errc::command_failed) {
+    // Most likely the folder is missing ([TRYCREATE]): create it and try
+    // once more (a CREATE refused because it exists changes nothing).
+    const std::string refused = c.last_error();
+    const error_code created = co_await c.create(folder);
+    if (created && created != imap::client_errc::command_failed) co_return created;
+    if (!created) {
+      auto f = context_line("created a folder");
+      f["folder"] = folder;
+      f["after"] = refused;
+      log_->info(f);
+    }
+    moved = co_await c.uid_move(uids, folder, mark_copied);
+  }
+  co_return moved;
+}
+
 asio::awaitable<error_code> imap_watcher::move_delivered(imap::client& c,
                                                          const std::vector<std::uint32_t>& uids) {
   // \Seen first: from then on the message is never delivered again, whether
@@ -309,21 +347,7 @@ asio::awaitable<error_code> imap_watcher::move_delivered(imap::client& c,
   const std::string seen = "\\Seen";
   if (auto ec = co_await c.uid_store_add_flags(uids, seen)) co_return ec;
   const std::string no_mark;
-  auto moved = co_await c.uid_move(uids, mb_.move_to, no_mark);
-  if (!moved && moved.error() == imap::client_errc::command_failed) {
-    // Most likely the folder is missing ([TRYCREATE]): create it and try
-    // once more (a CREATE refused because it exists changes nothing).
-    const std::string refused = c.last_error();
-    const error_code created = co_await c.create(mb_.move_to);
-    if (created && created != imap::client_errc::command_failed) co_return created;
-    if (!created) {
-      auto f = context_line("created the folder for delivered messages");
-      f["move_to"] = mb_.move_to;
-      f["after"] = refused;
-      log_->info(f);
-    }
-    moved = co_await c.uid_move(uids, mb_.move_to, no_mark);
-  }
+  auto moved = co_await move_creating(c, uids, mb_.move_to, no_mark);
   if (moved) {
     // Copied without MOVE or UIDPLUS: \Seen \Deleted here, gone with the
     // pass's expunge (expunge_deleted).
@@ -339,22 +363,26 @@ asio::awaitable<error_code> imap_watcher::move_delivered(imap::client& c,
   co_return error_code{};
 }
 
-asio::awaitable<std::pair<error_code, bool>> imap_watcher::set_aside_oversize(
-    imap::client& c, const std::vector<imap::message_meta>& big) {
+asio::awaitable<std::pair<error_code, bool>> imap_watcher::set_aside(
+    imap::client& c, const std::vector<imap::message_meta>& metas, aside_reason reason) {
+  const aside_policy policy = aside_policy_for(mb_, reason);
   std::vector<std::uint32_t> uids;
-  for (const auto& m : big) {
-    auto f = context_line("message too large, not delivered");
+  for (const auto& m : metas) {
+    auto f = context_line(policy.why);
     f["uid"] = m.uid;
-    f["byte_size"] = m.size;
-    f["max_message_size"] = mb_.max_message_size;
-    f["oversize_action"] = mb_.on_oversize == config::oversize_action::move
-                               ? "move to " + mb_.oversize_folder
-                               : "flag " + mb_.oversize_keyword;
+    if (reason == aside_reason::oversize) {
+      f["byte_size"] = m.size;
+      f["max_message_size"] = mb_.max_message_size;
+    } else if (reason == aside_reason::too_old) {
+      f["arrived"] = m.internal_date;
+      f["max_message_age"] = mb_.max_message_age.count();
+    }
+    f["set_aside"] = policy.folder.empty() ? "flag " + policy.keyword : "move to " + policy.folder;
     log_->warn(f);
     uids.push_back(m.uid);
   }
-  if (mb_.on_oversize == config::oversize_action::move) {
-    auto moved = co_await c.uid_move(uids, mb_.oversize_folder, mb_.oversize_keyword);
+  if (!policy.folder.empty()) {
+    auto moved = co_await move_creating(c, uids, policy.folder, policy.keyword);
     if (moved) {
       // Copied and flagged \Deleted plus the keyword (no MOVE, no UIDPLUS):
       // they leave the folder with this pass's expunge if expunge_deleted.
@@ -362,18 +390,20 @@ asio::awaitable<std::pair<error_code, bool>> imap_watcher::set_aside_oversize(
     }
     const error_code ec = moved.error();
     if (ec != imap::client_errc::command_failed) co_return std::pair{ec, false};
-    auto w = context_line("cannot move oversize messages; flagging them instead");
+    auto w = context_line("cannot move messages set aside; flagging them instead");
+    w["folder"] = policy.folder;
     w["error"] = c.last_error();
     log_->warn(w);
   }
   // The keyword keeps them out of later passes. A server without keywords
   // (no \* in PERMANENTFLAGS) answers NO: remember them in memory instead.
-  auto ec = co_await c.uid_store_add_flags(uids, mb_.oversize_keyword);
+  auto ec = co_await c.uid_store_add_flags(uids, policy.keyword);
   if (ec == imap::client_errc::command_failed) {
-    auto w = context_line("cannot flag oversize messages");
+    auto w = context_line("cannot flag messages set aside; remembered until restart");
+    w["keyword"] = policy.keyword;
     w["error"] = c.last_error();
     log_->warn(w);
-    oversize_reported_.insert(uids.begin(), uids.end());
+    reported_[static_cast<std::size_t>(reason)].insert(uids.begin(), uids.end());
     co_return std::pair{error_code{}, false};
   }
   co_return std::pair{ec, false};
@@ -394,6 +424,12 @@ asio::awaitable<pass_result> imap_watcher::process_mailbox(imap::client& c) {
   settings.fetch_batch = opts_.fetch_batch;
   settings.fetch_bytes = opts_.fetch_bytes;
   settings.max_message_size = mb_.max_message_size;
+  if (mb_.max_message_age.count() > 0) {
+    const auto now = std::chrono::system_clock::now();
+    settings.oldest_arrival = std::chrono::duration_cast<std::chrono::seconds>(
+                                  (now - mb_.max_message_age).time_since_epoch())
+                                  .count();
+  }
   settings.max_deliveries_in_flight = opts_.max_deliveries_in_flight;
   // The flag action's "delete too" is the inbox's cue to delete or move.
   settings.delete_after_delivery = mb_.leaves_folder_after_delivery();

@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -68,13 +69,19 @@ class imap_watcher final : public watcher {
   boost::asio::awaitable<boost::system::error_code> wait_to_retry(imap::client& c);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
   boost::asio::awaitable<boost::system::error_code> expunge_leftovers(imap::client& c);
-  // The error, and whether they were left flagged \Deleted (copied: no MOVE).
   // after_delivery move: \Seen, then UID MOVE (or COPY...) to move_to,
   // creating it when the server says it is missing.
   boost::asio::awaitable<boost::system::error_code> move_delivered(
       imap::client& c, const std::vector<std::uint32_t>& uids);
-  boost::asio::awaitable<std::pair<boost::system::error_code, bool>> set_aside_oversize(
-      imap::client& c, const std::vector<imap::message_meta>& big);
+  // UID MOVE (or COPY...) to `folder`, creating it when the server says it
+  // is missing.
+  boost::asio::awaitable<boost::system::result<imap::move_outcome>> move_creating(
+      imap::client& c, const std::vector<std::uint32_t>& uids, const std::string& folder,
+      const std::string& mark_copied);
+  // Flags or moves them (aside_policy_for). The error, and whether they
+  // were left flagged \Deleted (copied: no MOVE).
+  boost::asio::awaitable<std::pair<boost::system::error_code, bool>> set_aside(
+      imap::client& c, const std::vector<imap::message_meta>& metas, aside_reason reason);
   boost::asio::awaitable<void> sleep(std::chrono::milliseconds d);
 
   boost::asio::any_io_executor executor_;
@@ -84,8 +91,8 @@ class imap_watcher final : public watcher {
   watcher_options opts_;
   bool stopping_ = false;
   std::uint32_t last_uidvalidity_ = 0;
-  // Oversize UIDs already reported that could not be flagged (no keywords).
-  std::set<std::uint32_t> oversize_reported_;
+  // UIDs set aside that could not be flagged (no keywords), by aside_reason.
+  std::array<std::set<std::uint32_t>, 3> reported_;
   imap::client* current_ = nullptr;
   std::shared_ptr<boost::asio::steady_timer> sleep_timer_;
   retry_schedule retry_;

@@ -31,10 +31,10 @@ class inbox {
   // Sizes of these messages; a message gone meanwhile is left out.
   virtual boost::asio::awaitable<boost::system::error_code> sizes(
       const std::vector<std::uint32_t>& keys, std::vector<message_size>& out) = 0;
-  // Oversize messages: keep them out of later passes (flag or move). The
+  // Keep them out of later passes (flag or move, see set_aside.hpp). The
   // bool: they were left flagged \Deleted, to leave with the pass's expunge.
   virtual boost::asio::awaitable<std::pair<boost::system::error_code, bool>> set_aside(
-      const std::vector<std::uint32_t>& keys) = 0;
+      const std::vector<std::uint32_t>& keys, aside_reason reason) = 0;
   virtual boost::asio::awaitable<boost::system::error_code> fetch_bodies(
       const std::vector<std::uint32_t>& keys, const body_sink& on_body) = 0;
   // After the target acknowledged: \Seen, and \Deleted when `remove`.

@@ -13,8 +13,9 @@ struct pass_engine::batch {
   std::set<std::uint32_t> received;    // bodies that arrived
   std::vector<std::uint32_t> delivered;
   std::vector<std::uint32_t> failed;
-  std::size_t pending = 0;       // deliveries queued or running
-  std::uint64_t held_bytes = 0;  // their bodies
+  std::vector<std::uint32_t> refused;  // set aside after the delivered are flagged
+  std::size_t pending = 0;             // deliveries queued or running
+  std::uint64_t held_bytes = 0;        // their bodies
   bool store_down = false;
 };
 
@@ -48,11 +49,14 @@ bool pass_engine::step_finish(pass_action& out) {
     case finish_step::release: {
       // Failed, never sent (stopping, the target failed first), or not
       // returned by the fetch (expunged meanwhile, or the fetch was cut off).
+      // Refused ones keep their claims until they are set aside, unless
+      // nothing more is done on this session (then they are retried).
       std::vector<std::uint32_t> release = b.failed;
-      const std::set<std::uint32_t> sent_ok(b.delivered.begin(), b.delivered.end());
-      const std::set<std::uint32_t> sent_failed(b.failed.begin(), b.failed.end());
+      std::set<std::uint32_t> sent(b.delivered.begin(), b.delivered.end());
+      sent.insert(b.failed.begin(), b.failed.end());
+      if (fin_flag_) sent.insert(b.refused.begin(), b.refused.end());
       for (const auto uid : b.granted)
-        if (!sent_ok.count(uid) && !sent_failed.count(uid)) release.push_back(uid);
+        if (!sent.count(uid)) release.push_back(uid);
       fin_step_ = finish_step::record;
       if (!release.empty()) {
         fin_step_ = finish_step::awaiting_release;
@@ -77,19 +81,44 @@ bool pass_engine::step_finish(pass_action& out) {
       std::vector<std::uint32_t> to_flag = b.delivered;
       to_flag.insert(to_flag.end(), b.already.begin(), b.already.end());
       std::sort(to_flag.begin(), to_flag.end());
-      if (!fin_flag_ || to_flag.empty()) return false;
-      // Only now, after the target acknowledged, may the message leave.
-      fin_step_ = finish_step::awaiting_flag;
-      out = {pass_action::kind::flag, std::move(to_flag), s_.delete_after_delivery};
-      return true;
+      if (!fin_flag_) return false;
+      fin_step_ = finish_step::set_aside_refused;
+      if (!to_flag.empty()) {
+        // Only now, after the target acknowledged, may the message leave.
+        fin_step_ = finish_step::awaiting_flag;
+        out = {pass_action::kind::flag, std::move(to_flag), s_.delete_after_delivery};
+        return true;
+      }
+      [[fallthrough]];
     }
+    case finish_step::set_aside_refused:
+      fin_step_ = finish_step::release_refused;
+      if (!b.refused.empty() && !summary_.ec) {
+        fin_step_ = finish_step::awaiting_set_aside;
+        out = {pass_action::kind::set_aside, b.refused, false, aside_reason::refused};
+        return true;
+      }
+      [[fallthrough]];
+    case finish_step::release_refused:
+      // Set aside (or not, if the inbox failed meanwhile: then retried).
+      if (b.refused.empty()) return false;
+      fin_step_ = finish_step::awaiting_release_refused;
+      out = {pass_action::kind::release, b.refused, false};
+      return true;
     case finish_step::awaiting_release:
+    case finish_step::awaiting_set_aside:
+    case finish_step::awaiting_release_refused:
     case finish_step::awaiting_record:
     case finish_step::awaiting_flag:
       assert(false && "next() called before the answer to the last action");
       break;
   }
   return false;
+}
+
+bool pass_engine::deliverable(const message_size& m) const {
+  if (m.rejected || m.size > s_.max_message_size) return false;
+  return m.arrived == 0 || m.arrived >= s_.oldest_arrival || m.age_exempt;
 }
 
 void pass_engine::end_finish() {
@@ -142,7 +171,7 @@ pass_action pass_engine::next() {
         for (std::size_t i = next_; fits && i < end; ++i) {
           auto it = std::find_if(sizes_.begin(), sizes_.end(),
                                  [&](const message_size& m) { return m.uid == uids_[i]; });
-          if (it == sizes_.end() || it->size > s_.max_message_size) continue;
+          if (it == sizes_.end() || !deliverable(*it)) continue;
           fits = prev_->held_bytes + it->size <= s_.fetch_bytes;
           break;
         }
@@ -169,6 +198,7 @@ pass_action pass_engine::next() {
         std::map<std::uint32_t, const message_size*> by_uid;
         for (const auto& m : sizes_) by_uid[m.uid] = &m;
         std::vector<std::uint32_t> oversize;
+        std::vector<std::uint32_t> too_old;
         planned_.clear();
         planned_bytes_ = 0;
         const std::size_t end = std::min(uids_.size(), next_ + s_.fetch_batch);
@@ -180,9 +210,15 @@ pass_action pass_engine::next() {
             continue;
           }
           const message_size& m = *it->second;
-          if (m.size > s_.max_message_size) {
+          if (!deliverable(m)) {
             ++consumed;
-            if (!m.set_aside_already) oversize.push_back(m.uid);
+            // Refused before: skipped until an operator reingests it.
+            if (m.rejected) continue;
+            if (m.size > s_.max_message_size) {
+              if (!m.flagged_oversize) oversize.push_back(m.uid);
+            } else if (!m.flagged_too_old) {
+              too_old.push_back(m.uid);
+            }
             continue;
           }
           // One message always fits, however large (up to max_message_size).
@@ -195,15 +231,20 @@ pass_action pass_engine::next() {
         }
         next_ += consumed;
         sizes_.clear();
-        if (!oversize.empty()) {
-          phase_ = phase::awaiting_set_aside;
-          aside_ = oversize;
-          out = {pass_action::kind::set_aside, std::move(oversize), false};
-          return out;
-        }
-        phase_ = phase::claim;
+        aside_.clear();
+        if (!too_old.empty()) aside_.emplace_back(aside_reason::too_old, std::move(too_old));
+        if (!oversize.empty()) aside_.emplace_back(aside_reason::oversize, std::move(oversize));
+        phase_ = phase::set_aside_next;
         continue;
       }
+      case phase::set_aside_next:
+        if (aside_.empty()) {
+          phase_ = phase::claim;
+          continue;
+        }
+        phase_ = phase::awaiting_set_aside;
+        out = {pass_action::kind::set_aside, aside_.back().second, false, aside_.back().first};
+        return out;
       case phase::claim:
         if (planned_.empty()) {
           phase_ = phase::loop_top;
@@ -283,16 +324,28 @@ void pass_engine::sizes_fetched(boost::system::error_code ec,
 }
 
 void pass_engine::set_aside_done(boost::system::error_code ec, bool left_deleted) {
-  assert(phase_ == phase::awaiting_set_aside);
+  if (fin_ && fin_step_ == finish_step::awaiting_set_aside) {
+    // The refused ones of a batch being finished; their claims go next.
+    if (ec) {
+      summary_.ec = ec;
+    } else {
+      summary_.refused += fin_->refused.size();
+      if (left_deleted && s_.expunge_deleted)
+        deleted_.insert(deleted_.end(), fin_->refused.begin(), fin_->refused.end());
+    }
+    fin_step_ = finish_step::release_refused;
+    return;
+  }
+  assert(phase_ == phase::awaiting_set_aside && !aside_.empty());
   if (ec) {
     summary_.ec = ec;
     phase_ = phase::failing;
     return;
   }
-  if (left_deleted && s_.expunge_deleted)
-    deleted_.insert(deleted_.end(), aside_.begin(), aside_.end());
-  aside_.clear();
-  phase_ = phase::claim;
+  const auto& done = aside_.back().second;
+  if (left_deleted && s_.expunge_deleted) deleted_.insert(deleted_.end(), done.begin(), done.end());
+  aside_.pop_back();
+  phase_ = phase::set_aside_next;
 }
 
 void pass_engine::claimed(const std::vector<claim_answer>& answers) {
@@ -348,7 +401,13 @@ void pass_engine::bodies_fetched(boost::system::error_code ec) {
 }
 
 void pass_engine::released() {
-  assert(fin_ && fin_step_ == finish_step::awaiting_release);
+  assert(fin_ && (fin_step_ == finish_step::awaiting_release ||
+                  fin_step_ == finish_step::awaiting_release_refused));
+  if (fin_step_ == finish_step::awaiting_release_refused) {
+    fin_->refused.clear();  // done: step_finish() ends the batch
+    fin_step_ = finish_step::release_refused;
+    return;
+  }
   fin_step_ = finish_step::record;
 }
 
@@ -359,9 +418,10 @@ void pass_engine::recorded() {
 
 void pass_engine::flagged(boost::system::error_code ec) {
   assert(fin_ && fin_step_ == finish_step::awaiting_flag);
+  fin_step_ = finish_step::set_aside_refused;
   if (ec) {
+    // Refused ones are not set aside on a failed session, only released.
     summary_.ec = ec;
-    end_finish();
     return;
   }
   summary_.delivered += fin_->delivered.size();
@@ -370,7 +430,6 @@ void pass_engine::flagged(boost::system::error_code ec) {
     deleted_.insert(deleted_.end(), fin_->delivered.begin(), fin_->delivered.end());
     deleted_.insert(deleted_.end(), fin_->already.begin(), fin_->already.end());
   }
-  end_finish();
 }
 
 void pass_engine::expunged(boost::system::error_code ec) {
@@ -407,6 +466,9 @@ delivery_orders pass_engine::delivery_done(std::uint32_t uid, delivery_outcome o
     case delivery_outcome::failed:
       b.failed.push_back(uid);
       target_failed_ = true;
+      break;
+    case delivery_outcome::refused:  // this message only: the pass goes on
+      b.refused.push_back(uid);
       break;
     case delivery_outcome::not_sent:  // released with the unfetched
       break;

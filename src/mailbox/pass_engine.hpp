@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <utility>
 #include <vector>
 
 namespace mailroom::mailbox {
@@ -44,13 +45,28 @@ struct pass_settings {
   // delete_too, and the inbox deletes it or moves it (after_delivery).
   bool delete_after_delivery = false;
   bool expunge_deleted = false;  // expunge what this pass deleted
+  // Messages that arrived before this (seconds since the epoch, from the
+  // pass's clock minus max_message_age) are set aside, not delivered.
+  // INT64_MIN: no age limit.
+  std::int64_t oldest_arrival = INT64_MIN;
 };
 
 // The size of one message, as the inbox reported it.
 struct message_size {
   std::uint32_t uid = 0;
   std::uint64_t size = 0;
-  bool set_aside_already = false;  // oversize and already flagged (or reported)
+  bool flagged_oversize = false;  // oversize and already flagged (or reported)
+  std::int64_t arrived = 0;       // seconds since the epoch; 0: unknown (never too old)
+  bool flagged_too_old = false;   // too old and already flagged (or reported)
+  bool age_exempt = false;        // reingested by an operator: delivered whatever its age
+  bool rejected = false;          // refused by the target before: skipped
+};
+
+// Why messages are set aside (kept in the mailbox, out of later passes).
+enum class aside_reason {
+  oversize,  // larger than max_message_size; never fetched
+  too_old,   // arrived before oldest_arrival; never fetched
+  refused,   // the target refused it for good
 };
 
 // What the arbitration store answered for one message.
@@ -67,7 +83,7 @@ enum class claim_answer {
 struct pass_action {
   enum class kind {
     fetch_sizes,   // -> sizes_fetched()
-    set_aside,     // oversize messages: flag or move them -> set_aside_done()
+    set_aside,     // flag or move them, for `reason` -> set_aside_done()
     claim,         // -> claimed(), answers in the order of `uids`
     fetch_bodies,  // -> body_arrived() for each body, then bodies_fetched()
     release,       // release these claims -> released()
@@ -79,13 +95,16 @@ struct pass_action {
   };
   kind what = kind::done;
   std::vector<std::uint32_t> uids;
-  bool delete_too = false;  // flag: \Deleted as well
+  bool delete_too = false;                       // flag: \Deleted as well
+  aside_reason reason = aside_reason::oversize;  // set_aside: why
 };
 
 // How a delivery ended.
 enum class delivery_outcome {
   delivered,  // acknowledged by the target
   failed,     // the target failed: no more are sent in this pass
+  refused,    // the target refused this message for good: it is set aside,
+              // and the pass goes on
   not_sent,   // the runner did not send it after all (the target failed or
               // shutdown began between the order and the start)
 };
@@ -118,6 +137,7 @@ struct pass_summary {
   bool delivery_failed = false;       // the target or the store failed: back off
   std::size_t delivered = 0;          // acknowledged and flagged
   std::size_t already_delivered = 0;  // found recorded, flagged without delivery
+  std::size_t refused = 0;            // refused by the target and set aside
   bool claimed_elsewhere = false;     // some messages were claimed by another instance
   std::uint64_t bytes_fetched = 0;    // bytes of the batches fetched (by their sizes)
 };
@@ -170,6 +190,7 @@ class pass_engine {
     awaiting_sizes,
     plan,
     plan_fetch,
+    set_aside_next,
     awaiting_set_aside,
     claim,
     awaiting_claims,
@@ -190,7 +211,11 @@ class pass_engine {
     record,
     awaiting_record,
     flag,
-    awaiting_flag
+    awaiting_flag,
+    set_aside_refused,
+    awaiting_set_aside,
+    release_refused,
+    awaiting_release_refused
   };
 
   void start_finish(std::unique_ptr<batch>& b, bool flag);
@@ -198,6 +223,7 @@ class pass_engine {
   bool step_finish(pass_action& out);
   void end_finish();
   void drop_queued(delivery_orders& out);
+  bool deliverable(const message_size& m) const;
 
   pass_settings s_;
   std::vector<std::uint32_t> uids_;
@@ -209,7 +235,8 @@ class pass_engine {
 
   std::vector<message_size> sizes_;     // of the chunk being planned
   std::vector<std::uint32_t> planned_;  // the batch to claim
-  std::vector<std::uint32_t> aside_;    // the oversize ones being set aside
+  // Set aside before the batch is claimed: (reason, uids), in order.
+  std::vector<std::pair<aside_reason, std::vector<std::uint32_t>>> aside_;
   std::uint64_t planned_bytes_ = 0;
 
   std::unique_ptr<batch> prev_;  // fetched, being delivered, not finished

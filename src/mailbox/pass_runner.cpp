@@ -176,7 +176,10 @@ asio::awaitable<void> pass_runner::deliver_one(std::shared_ptr<pass_run> run, ma
     r.detail = std::string("the deliverer failed: ") + e.what();
   }
   m.body = std::string();  // freed as soon as the target has answered
-  delivery_done(run, key, r.ok() ? delivery_outcome::delivered : delivery_outcome::failed, r);
+  const delivery_outcome outcome = r.ok()                            ? delivery_outcome::delivered
+                                   : r.ec == delivery::errc::refused ? delivery_outcome::refused
+                                                                     : delivery_outcome::failed;
+  delivery_done(run, key, outcome, r);
 }
 
 void pass_runner::delivery_done(const std::shared_ptr<pass_run>& run, std::uint32_t key,
@@ -192,6 +195,14 @@ void pass_runner::delivery_done(const std::shared_ptr<pass_run>& run, std::uint3
     ++health_.counters.delivery_failures;
     health_.target_ok = false;
     health_.last_error = w["error"].get<std::string>();
+  } else if (outcome == delivery_outcome::refused) {
+    // The target works but will never take this message: it is set aside
+    // (rejected_folder or rejected_keyword), and the mailbox goes on.
+    auto w = context_line_("delivery refused for good");
+    w["uid"] = key;
+    w["error"] = r.ec.message() + (r.detail.empty() ? "" : ": " + r.detail);
+    log_->warn(w);
+    health_.target_ok = true;
   }
   apply(run, run->engine.delivery_done(key, outcome));
   // Waking the pass for every completion would cost a resumption each.
@@ -334,9 +345,20 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         break;
       }
       case pass_action::kind::set_aside: {
-        health_.counters.oversize += a.uids.size();
-        const auto r = co_await in.set_aside(a.uids);
+        const auto r = co_await in.set_aside(a.uids, a.reason);
         run->engine.set_aside_done(r.first, r.second);
+        if (r.first) break;
+        switch (a.reason) {
+          case aside_reason::oversize:
+            health_.counters.oversize += a.uids.size();
+            break;
+          case aside_reason::too_old:
+            health_.counters.too_old += a.uids.size();
+            break;
+          case aside_reason::refused:
+            health_.counters.rejected += a.uids.size();
+            break;
+        }
         break;
       }
       case pass_action::kind::claim: {

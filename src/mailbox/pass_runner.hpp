@@ -31,6 +31,8 @@ struct watcher_counters {
   // A release or delivered record that the arbitration store did not take.
   std::uint64_t arbitration_write_errors = 0;
   std::uint64_t oversize = 0;           // larger than max_message_size: flagged or moved
+  std::uint64_t too_old = 0;            // older than max_message_age: flagged or moved
+  std::uint64_t rejected = 0;           // refused by the target for good: flagged or moved
   std::uint64_t connects = 0;           // sessions that reached SELECT
   std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
   std::uint64_t uidvalidity_changes = 0;

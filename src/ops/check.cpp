@@ -2,6 +2,7 @@
 // connect, log in, select (Graph: get a token, list the folder); PING Redis; reach the webhook;
 // decode the JWT secret. One line per check; exit 0 only when all pass. Nothing is delivered and no
 // flag changes (EXAMINE).
+#include "delivery/que.hpp"
 #include "ops/common.hpp"
 #include "ops/graph_probe.hpp"
 #include "ops/output.hpp"
@@ -98,6 +99,19 @@ asio::awaitable<int> check(asio::any_io_executor ex, const config::config& cfg,
           const auto j = check_jwt_secret(mb->postback);
           rep.line(j.ok, mb->label(), "jwt secret", j.text);
         }
+        break;
+      }
+      case config::delivery_method::que: {
+        delivery::pg_pool pool(mb->que);
+        const delivery::pg_outcome o = co_await pool.probe();
+        rep.line(
+            !o.ec, mb->label(), "que",
+            o.ec ? o.detail : fmt::format("{}: que_jobs ({})", pool.describe(), o.layout_read));
+        break;
+      }
+      case config::delivery_method::letter_opener: {
+        const auto w = check_writable_dir(mb->letter_opener.location);
+        rep.line(w.ok, mb->label(), "letter_opener", w.text);
         break;
       }
       case config::delivery_method::logger:

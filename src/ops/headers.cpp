@@ -1,5 +1,7 @@
 #include "ops/headers.hpp"
 
+#include "common/gmime.hpp"
+
 #include <gmime/gmime.h>
 
 #include <memory>
@@ -8,27 +10,8 @@
 namespace mailroom::ops {
 namespace {
 
-void init_gmime() {
-  static std::once_flag once;
-  std::call_once(once, [] { g_mime_init(); });
-}
+using gmime::gobject_ptr;
 
-struct gobject_unref {
-  void operator()(void* p) const {
-    if (p) g_object_unref(p);
-  }
-};
-template <typename T>
-using gobject_ptr = std::unique_ptr<T, gobject_unref>;
-
-std::string addresses(InternetAddressList* list) {
-  if (!list || internet_address_list_length(list) == 0) return {};
-  // encode = FALSE: the UTF-8 display form, not RFC 2047 again.
-  char* s = internet_address_list_to_string(list, nullptr, FALSE);
-  std::string out = s ? s : "";
-  g_free(s);
-  return out;
-}
 
 std::string header_text(GMimeObject* obj, const char* name) {
   const char* v = g_mime_object_get_header(obj, name);
@@ -38,7 +21,7 @@ std::string header_text(GMimeObject* obj, const char* name) {
 }  // namespace
 
 message_headers decode_headers(std::string_view raw) {
-  init_gmime();
+  gmime::ensure_initialized();
   std::string text(raw);
   // The parser needs the end of the header block; HEADER.FIELDS usually sends
   // the blank line, a truncated fetch may not.
@@ -59,9 +42,9 @@ message_headers decode_headers(std::string_view raw) {
   auto* obj = GMIME_OBJECT(msg.get());
   if (GDateTime* d = g_mime_message_get_date(msg.get())) out.date = g_date_time_to_unix(d);
   out.date_text = header_text(obj, "Date");
-  out.from = addresses(g_mime_message_get_from(msg.get()));
-  out.to = addresses(g_mime_message_get_to(msg.get()));
-  out.cc = addresses(g_mime_message_get_cc(msg.get()));
+  out.from = gmime::address_list_text(g_mime_message_get_from(msg.get()));
+  out.to = gmime::address_list_text(g_mime_message_get_to(msg.get()));
+  out.cc = gmime::address_list_text(g_mime_message_get_cc(msg.get()));
   if (const char* s = g_mime_message_get_subject(msg.get())) out.subject = s;
   if (const char* id = g_mime_message_get_message_id(msg.get())) out.message_id = id;
   return out;

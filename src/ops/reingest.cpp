@@ -19,11 +19,13 @@
 //    treated the same way, so it cannot make an instance take the message
 //    for delivered.
 #include "arbitration/redis_arbitrator.hpp"
+#include "mailbox/set_aside.hpp"
 #include "ops/common.hpp"
 #include "ops/output.hpp"
 #include "redis/client.hpp"
 
 #include <fmt/format.h>
+#include <boost/algorithm/string/predicate.hpp>
 
 #include <functional>
 #include <memory>
@@ -265,6 +267,41 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
         "{} without key; would clear \\Seen on {}\n",
         mb.label(), items.size(), deleted, in_flight, no_key, to_unseen.size());
   } else {
+    // Messages the service set aside for their age or because the target
+    // refused them carry a keyword that keeps them out of its passes: the
+    // operator's decision lifts it. The age limit no longer applies to
+    // them ($MailroomReingested is set first, so that no pass sees one
+    // without either keyword and sets it aside again).
+    std::vector<std::uint32_t> free;
+    for (const auto& it : items)
+      if (it.state != key_state::in_flight && it.state != key_state::changed)
+        free.push_back(it.uid);
+    std::vector<std::uint32_t> marked;
+    if (!free.empty()) {
+      auto metas = co_await c.uid_fetch_meta(free);
+      if (!metas) {
+        err << "mailroom: " << imap_failure(mb, c, "UID FETCH", metas.error()) << "\n";
+        co_await c.logout();
+        co_return exit_failure;
+      }
+      for (const auto& m : *metas) {
+        const auto has = [&](const std::string& k) {
+          return std::any_of(m.flags.begin(), m.flags.end(),
+                             [&](const std::string& f) { return boost::iequals(f, k); });
+        };
+        if (has(mb.too_old_keyword) || has(mb.rejected_keyword)) marked.push_back(m.uid);
+      }
+    }
+    if (!marked.empty()) {
+      const std::string exempt = mailbox::reingested_keyword;
+      const std::string keywords = mb.too_old_keyword + " " + mb.rejected_keyword;
+      auto ec = co_await c.uid_store_add_flags(marked, exempt);
+      if (!ec) ec = co_await c.uid_store_remove_flags(marked, keywords);
+      if (ec) {
+        err << "mailroom: " << imap_failure(mb, c, "UID STORE", ec) << "\n";
+        rc = exit_failure;
+      }
+    }
     if (!to_unseen.empty()) {
       const std::string seen = "\\Seen";
       if (auto ec = co_await c.uid_store_remove_flags(to_unseen, seen)) {
@@ -274,10 +311,13 @@ asio::awaitable<int> reingest(asio::any_io_executor ex, const config::mailbox& m
     }
     out << fmt::format(
         "{}: {} message(s) chosen; deleted {} arbitration key(s), kept {} in-flight claim(s){}{}, "
-        "{} had no key; cleared \\Seen on {} message(s)\n",
+        "{} had no key; cleared \\Seen on {} message(s){}\n",
         mb.label(), items.size(), deleted, in_flight, in_flight ? " (--force clears them)" : "",
         changed ? fmt::format(", {} changed meanwhile and kept", changed) : "", no_key,
-        rc == exit_ok ? to_unseen.size() : 0);
+        rc == exit_ok ? to_unseen.size() : 0,
+        marked.empty() ? ""
+                       : fmt::format("; {} set aside (too old or refused) made eligible again",
+                                     marked.size()));
     if (mb.arbitration != config::arbitration_method::redis)
       out << "(arbitration is noop: there are no keys to delete)\n";
   }

@@ -114,8 +114,19 @@ asio::awaitable<bool> target_part(asio::any_io_executor ex, const config::mailbo
       break;
     }
     case config::delivery_method::logger:
+      j["delivery"] = "logger";
+      break;
     case config::delivery_method::noop:
-      j["delivery"] = mb.delivery == config::delivery_method::logger ? "logger" : "noop";
+      j["delivery"] = "noop";
+      break;
+    case config::delivery_method::que:
+      j["que"] = {{"host", mb.que.host},
+                  {"port", mb.que.port},
+                  {"database", mb.que.database},
+                  {"queue", mb.que.queue}};
+      break;
+    case config::delivery_method::letter_opener:
+      j["letter_opener"] = {{"location", mb.letter_opener.location}};
       break;
   }
   co_return ok;

@@ -7,6 +7,11 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -79,6 +84,26 @@ probe check_jwt_secret(const config::postback_options& opts) {
   if (!key) return {false, detail.empty() ? key.error().message() : detail};
   return {true, fmt::format("{} decodes to a {}-byte key (header {})", opts.jwt_secret_path,
                             key->size(), opts.jwt_auth_header)};
+}
+
+probe check_writable_dir(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::exists(p, ec)) {
+    if (!fs::is_directory(p, ec)) return {false, path + " exists and is not a directory"};
+    if (::access(path.c_str(), W_OK | X_OK) != 0)
+      return {false, fmt::format("{}: not writable: {}", path, std::strerror(errno))};
+    return {true, path + " is a writable directory"};
+  }
+  fs::path parent = p.parent_path();
+  while (!parent.empty() && !fs::exists(parent, ec)) parent = parent.parent_path();
+  if (parent.empty()) parent = ".";
+  if (!fs::is_directory(parent, ec)) return {false, parent.string() + " is not a directory"};
+  if (::access(parent.c_str(), W_OK | X_OK) != 0)
+    return {false, fmt::format("{} does not exist and {} is not writable: {}", path,
+                               parent.string(), std::strerror(errno))};
+  return {true, path + " does not exist yet; it will be created"};
 }
 
 std::string arbitration_pattern(const config::mailbox& mb, std::uint32_t uidvalidity) {

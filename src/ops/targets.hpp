@@ -30,6 +30,10 @@ boost::asio::awaitable<probe> reach_webhook(const config::postback_options& opts
 // The JWT secret file decodes (strict base64, non-empty key).
 probe check_jwt_secret(const config::postback_options& opts);
 
+// letter_opener's location: an existing writable directory, or one that can
+// be created (its nearest existing parent is writable). Nothing is created.
+probe check_writable_dir(const std::string& path);
+
 // The SCAN pattern matching the arbitration keys of `mb` at `uidvalidity`
 // (mail_room key format: every key of the namespace).
 std::string arbitration_pattern(const config::mailbox& mb, std::uint32_t uidvalidity);

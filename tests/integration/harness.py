@@ -149,8 +149,9 @@ class Servers:
         except Exception:
             return False
 
-    def append(self, user, messages, folder="INBOX", flags=""):
-        return mailinject.imap_append(messages, user, "secret", HOST, self.imap_port, folder, flags)
+    def append(self, user, messages, folder="INBOX", flags="", date=None):
+        return mailinject.imap_append(messages, user, "secret", HOST, self.imap_port, folder, flags,
+                                      date=date)
 
     def maildir_deliver(self, user, messages):
         return mailinject.maildir_deliver(mailinject.user_maildir(user, self.env["DOVECOT_MAIL_DIR"]),
@@ -181,6 +182,21 @@ class Servers:
                 if mm and fl:
                     res[int(mm.group(1))] = set(fl.group(1).decode().split()) - {"\\Recent"}
             return res
+        finally:
+            m.logout()
+
+    def folders(self, user):
+        """The names of user's folders (LIST "" "*")."""
+        m = self.imap(user)
+        try:
+            typ, data = m.list('""', "*")
+            assert typ == "OK", data
+            names = []
+            for item in data or []:
+                mm = re.search(rb'\) "[^"]*" (.*)$', item or b"")
+                if mm:
+                    names.append(mm.group(1).decode().strip('"'))
+            return names
         finally:
             m.logout()
 
@@ -577,6 +593,11 @@ def log_time(rec):
     return datetime.datetime.fromisoformat(rec["time"]).timestamp()
 
 
+# GitLab's answer to a message it will not take (gitlab-integration.md).
+GITLAB_TOO_LARGE = (b'{"success":false,"message":"We couldn\'t process your email because it is too '
+                    b'large. Please create your issue or comment through the web interface."}')
+
+
 class WebhookReceiver:
     """A GitLab-like /api/v4/internal/mail_room/<type> endpoint in a thread.
     Records every request; answers with self.status (settable at any time).
@@ -587,6 +608,8 @@ class WebhookReceiver:
 
     def __init__(self, status=200):
         self.status = status
+        # Optional: body -> status for this request (None: self.status).
+        self.status_for = None
         self.requests = []  # dicts: path, headers (dict, lower-case names), body, status, time
         self.lock = threading.Lock()
         self.held = threading.Event()  # a request is being held
@@ -615,9 +638,11 @@ class WebhookReceiver:
                 with outer.lock:
                     if gated:
                         outer.holding -= 1
-                    st = rec["status"] = outer.status
+                    st = rec["status"] = (outer.status_for(body) if outer.status_for
+                                          else None) or outer.status
                     rec["answered"] = time.monotonic()
-                payload = b'{"success":true}' if st == 200 else b'{"message":"error"}'
+                payload = (b'{"success":true}' if st == 200 else GITLAB_TOO_LARGE if st == 400
+                           else b'{"message":"error"}')
                 self.send_response(st)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

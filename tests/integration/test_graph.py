@@ -11,6 +11,7 @@ bounds mailroom must respect (Retry-After), measured on the fake's clock, or
 a token's own lifetime passing, since that is what they test."""
 import collections
 import copy
+import datetime
 import itertools
 import json
 import os
@@ -583,6 +584,35 @@ def test_oversize_messages_are_tagged_not_delivered(servers, queue, workdir, mai
     assert per_message(tags) == {b: 1 for b in big}, "a big message tagged more than once"
     assert all(set(r["json"]) == {"categories"} for r in tags), [r["json"] for r in tags]
     assert len(mr.records("message too large, not delivered")) == 2, mr.records("message too large, not delivered")
+
+
+def test_refused_and_too_old_messages_are_tagged(servers, workdir, mailroom, graph, webhook):
+    """A webhook 400 for one message: it gets the category $MailroomRejected,
+    stays unread, and is not sent again; two messages received 30 days ago
+    (max_message_age 7d) get $MailroomTooOld and are never fetched; the
+    others are delivered and marked read."""
+    addr, cid, csec = tenant_user(graph)
+    old_time = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(days=30)
+    old = graph.add_messages(addr, messages(addr, "old", 2), received=old_time)
+    raws = messages(addr, "new", 4)
+    refused_raw = raws[2]
+    new = graph.add_messages(addr, raws)
+    webhook.status_for = lambda body: 400 if mid(refused_raw).encode() in body else None
+    mb = graph_mailbox(graph, addr, cid, csec, workdir, max_message_age="7d")
+    mr = mailroom(config(mb, postback(webhook.url())))
+    harness.wait_until(lambda: "$MailroomRejected" in graph.message(addr, new[2])["categories"], 30,
+                       "the refused message tagged", proc=mr)
+    harness.wait_until(lambda: all("$MailroomTooOld" in graph.message(addr, o)["categories"] for o in old), 30,
+                       "the old messages tagged", proc=mr)
+    harness.wait_until(lambda: sorted(m["id"] for m in graph.unread(addr)) == sorted(old + [new[2]]), 30,
+                       "the others read", proc=mr)
+    wait_polls(mr, 2)
+    mr.stop_ok()
+    assert webhook.count(200) == 3 and webhook.count(400) == 1
+    assert sorted(sent_ids(mr)) == sorted(mid(r) for r in raws)
+    assert_big_never_fetched(graph, old)
+    assert len(mr.records("message older than max_message_age, not delivered")) == 2
+    assert len(mr.records("delivery refused for good")) == 1
 
 
 @pytest.mark.parametrize("dest", ["id", "name"])

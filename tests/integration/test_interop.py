@@ -691,7 +691,7 @@ def test_after_delivery_move_keeps_a_copy_in_a_folder_it_creates(name, servers, 
             assert sorted(harness.message_id(b) for _, b in kept.values()) == \
                 sorted(harness.message_id(x) for x in msgs), kept
             assert all("\\Seen" in f for f, _ in kept.values()), {u: f for u, (f, _) in kept.items()}
-            assert mr.records("created the folder for delivered messages"), mr.diagnostics()
+            assert [r for r in mr.records("created a folder") if r["folder"] == folder], mr.diagnostics()
             inbox = srv.flags(user)
             assert inbox.get(4) == {"\\Seen", "\\Deleted"}, f"the other client's message: {inbox}"
             left = {u: f for u, f in inbox.items() if u != 4}
@@ -703,6 +703,41 @@ def test_after_delivery_move_keeps_a_copy_in_a_folder_it_creates(name, servers, 
                 cell.note(f"copied; {len(left)} original(s) left \\Seen \\Deleted (no MOVE, no UIDPLUS)")
         finally:
             servers.r.delete("queue:" + queue)
+
+
+# ================================================================ i. rejected_folder
+@pytest.mark.parametrize("name", NAMES)
+def test_refused_message_goes_to_the_rejected_folder(name, servers, workdir, mailroom, webhook, interop_table):
+    """A webhook that answers 400 for one message of three: that one is moved
+    to rejected_folder (created on [TRYCREATE]; UID MOVE, or COPY + \\Deleted
+    (+ UID EXPUNGE with UIDPLUS) on a server without MOVE), unseen there; the
+    two others are delivered once each and the refused one is sent once."""
+    with Cell(interop_table, name, "rejected-move") as cell:
+        srv = imap_server(servers, name)
+        user = srv.add_user()
+        folder = "Rejected" if srv.base == "dovecot" else "INBOX.Rejected"
+        msgs = [make_message(i, user, subject=("refuse me" if i == 1 else f"fine {i}")) for i in range(3)]
+        assert srv.append(user, msgs) == [1, 2, 3]
+        webhook.status_for = lambda body: 400 if b"Subject: refuse me" in body else None
+        mb = srv.mailbox(user, srv.transports[0], workdir, rejected_folder=folder)
+        mb["delivery_method"] = "postback"
+        mb["delivery_options"] = {"delivery_url": webhook.url(), "content_type": "text/plain"}
+        mr = mailroom({"mailboxes": [mb]})
+        mr.wait_log("message refused by the target, set aside", desc="the refused message set aside")
+        wait_idling_after_deliveries(mr, 3)
+        mr.stop_ok()
+        assert webhook.count(200) == 2 and webhook.count(400) == 1
+        kept = srv.messages(user, folder)
+        assert [harness.message_id(b) for _, b in kept.values()] == [harness.message_id(msgs[1])], kept
+        assert all("\\Seen" not in f for f, _ in kept.values()), kept
+        inbox = srv.flags(user)
+        assert all("\\Seen" in inbox[u] for u in (1, 3)), inbox
+        if srv.uidplus:
+            assert 2 not in inbox, f"the refused message left in INBOX: {inbox}"
+            cell.note("moved; the folder created")
+        else:
+            assert inbox[2] >= {"\\Deleted", "$MailroomRejected"}, inbox
+            cell.note("copied; the original left \\Deleted + $MailroomRejected (no MOVE, no UIDPLUS)")
 
 
 # ================================================================ 2. collision across servers

@@ -99,9 +99,10 @@ def _quote(s):
 
 
 def imap_append(messages, user, password="secret", host=HOST, port=None, folder="INBOX",
-                flags="", tls_context=None, create=False):
+                flags="", tls_context=None, create=False, date=None):
     """APPEND every message (bytes) to folder over one connection; returns the
-    APPENDUID UIDs.  flags: e.g. "\\\\Seen" (empty: the message arrives unseen)."""
+    APPENDUID UIDs.  flags: e.g. "\\\\Seen" (empty: the message arrives unseen).
+    date: the INTERNALDATE to give them, a POSIX timestamp (None: now)."""
     port = port or env_port("DOVECOT_IMAP_PORT")
     c = _Conn(host, port, tls_context)
     try:
@@ -113,6 +114,9 @@ def imap_append(messages, user, password="secret", host=HOST, port=None, folder=
             c.s.sendall(b"c CREATE " + _quote(folder).encode() + b"\r\n")
             c.tagged(b"c")  # ALREADYEXISTS is fine
         fl = f"({flags}) " if flags else ""
+        if date is not None:
+            # RFC 3501 §9 date-time, e.g. "05-Nov-2026 10:00:00 +0000"
+            fl += time.strftime('"%d-%b-%Y %H:%M:%S +0000" ', time.gmtime(date))
         c.s.sendall(b"k CAPABILITY\r\n")
         caps = b""
         while True:

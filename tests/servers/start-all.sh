@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start every server the integration tests and the demo need, under one dir:
 # Dovecot (IMAP + STARTTLS, IMAPS, LMTP), a Redis primary (plus replica and
-# Sentinel with --sentinel) and a real Sidekiq with the test workers, all on free
+# Sentinel with --sentinel), PostgreSQL and a real Sidekiq with the test workers, all on free
 # loopback ports.  Writes the export lines to DIR/env.sh and prints them.
 # Also Cyrus IMAP and Courier-IMAP for the interop tests (start-cyrus.sh,
 # start-courier.sh; CYRUS_* / COURIER_* exports), started in parallel with the
@@ -62,6 +62,12 @@ done
 DOVECOT_OAUTH2_HS256_SECRET="${DOVECOT_OAUTH2_HS256_SECRET:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}" \
   "$HERE/start-dovecot.sh" "$D/dovecot" >> "$D/env.sh"
 "$HERE/start-redis.sh" "$D/redis" >> "$D/env.sh"
+# PostgreSQL for the que delivery tests (MAILROOM_PG_* exports).
+if [ -x "$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/initdb" ] || command -v initdb >/dev/null; then
+  "$HERE/start-postgres.sh" "$D/postgres" >> "$D/env.sh"
+else
+  echo "start-all: PostgreSQL not started (install postgresql-15)" >&2
+fi
 # shellcheck disable=SC1091
 . "$D/env.sh"
 "$HERE/start-sidekiq.sh" "$D/sidekiq" >> "$D/env.sh"

@@ -2,6 +2,7 @@
 
 #include "imap/proto/ascii.hpp"
 #include "imap/proto/errc.hpp"
+#include "imap/proto/fetch_summary.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -65,6 +66,8 @@ boost::system::result<fetch_item> decode_fetch(response&& r) {
         if (f.k != value::kind::atom) return malformed();
         out.flags.push_back(std::move(f.text));
       }
+    } else if (upper == "INTERNALDATE") {
+      if (val.k == value::kind::string) out.internal_date = parse_internal_date(val.text);
     } else if (upper == "BODY[]" || upper == "BODY.PEEK[]" || upper == "RFC822") {
       if (val.k == value::kind::string) {
         out.body = std::move(val.text);
@@ -80,7 +83,7 @@ boost::system::result<fetch_item> decode_fetch(response&& r) {
         return malformed();
       }
     }
-    // Anything else (ENVELOPE, INTERNALDATE, BODYSTRUCTURE, MODSEQ, ...) is unused.
+    // Anything else (ENVELOPE, BODYSTRUCTURE, MODSEQ, ...) is unused.
   }
   return out;
 }

@@ -24,6 +24,9 @@ struct fetch_item {
   std::vector<std::string> flags;
   /// RFC822.SIZE: the message's size in octets (RFC 3501 §7.4.2).
   std::optional<std::uint64_t> size;
+  /// INTERNALDATE (RFC 3501 §2.3.3), seconds since the epoch; absent when not
+  /// sent or malformed (a bad date does not spoil the rest of the response).
+  std::optional<std::int64_t> internal_date;
   /// The whole message: the answer to BODY[] / BODY.PEEK[] (which the server
   /// labels "BODY[]") or RFC822. Absent when not fetched or NIL.
   std::optional<std::string> body;
@@ -34,7 +37,7 @@ struct fetch_item {
 };
 
 /// Decodes a FETCH response, moving literal bytes out of `r` (no copy of a
-/// large body). Attributes we do not use (ENVELOPE, INTERNALDATE, ...) are
+/// large body). Attributes we do not use (ENVELOPE, BODYSTRUCTURE, ...) are
 /// skipped.
 boost::system::result<fetch_item> decode_fetch(response&& r);
 

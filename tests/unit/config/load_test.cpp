@@ -144,7 +144,8 @@ TEST(load, bad_enum_values) {
   auto r = load(head + "    delivery_method: pigeon\n    arbitration_method: etcd\n");
   EXPECT_DIAG(r,
               "config.yml:5: mailbox alice@example.com/inbox: delivery_method: unknown "
-              "delivery method `pigeon`: expected postback, sidekiq, logger or noop");
+              "delivery method `pigeon`: expected postback, sidekiq, que, logger, letter_opener or "
+              "noop");
   EXPECT_DIAG(r,
               "config.yml:6: mailbox alice@example.com/inbox: arbitration_method: unknown "
               "arbitration method `etcd`: expected noop or redis");
@@ -358,14 +359,67 @@ TEST(load, sentinel_master_name_comes_from_the_url_host) {
               "supported");
 }
 
-TEST(load, unsupported_delivery_methods) {
-  auto r = load(head + "    delivery_method: que\n");
+TEST(load, que_and_letter_opener) {
+  auto r = load(head +
+                "    delivery_method: que\n"
+                "    delivery_options:\n"
+                "      host: db.example.com\n"
+                "      port: 5433\n"
+                "      database: gitlab\n"
+                "      username: git\n"
+                "      password: pg-secret\n"
+                "      queue: mail\n"
+                "      priority: 7\n"
+                "      job_class: EmailReceiverJob\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  const auto& q = r.cfg->mailboxes[0].que;
+  EXPECT_EQ(r.cfg->mailboxes[0].delivery, delivery_method::que);
+  EXPECT_EQ(q.host, "db.example.com");
+  EXPECT_EQ(q.port, 5433);
+  EXPECT_EQ(q.database, "gitlab");
+  EXPECT_EQ(q.username, "git");
+  EXPECT_EQ(q.password.reveal(), "pg-secret");
+  EXPECT_EQ(q.queue, "mail");
+  EXPECT_EQ(q.priority, 7);
+  EXPECT_EQ(q.job_class, "EmailReceiverJob");
+
+  // mail_room's defaults; job_class is required (a NULL job_class fits no Que schema).
+  r = load(head + "    delivery_method: que\n    delivery_options:\n      job_class: J\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].que.host, "localhost");
+  EXPECT_EQ(r.cfg->mailboxes[0].que.port, 5432);
+  EXPECT_EQ(r.cfg->mailboxes[0].que.queue, "");
+  EXPECT_EQ(r.cfg->mailboxes[0].que.priority, 100);
+  r = load(head + "    delivery_method: que\n");
   EXPECT_DIAG(r,
-              "config.yml:5: mailbox alice@example.com/inbox: delivery_method: `que` is not "
-              "supported by mailroom");
+              "mailbox alice@example.com/inbox: delivery_options.job_class: is required for "
+              "delivery_method que");
+  r = load(head +
+           "    delivery_method: que\n    delivery_options:\n      job_class: J\n"
+           "      priority: 99999\n");
+  EXPECT_DIAG(r, "config.yml:8: mailbox alice@example.com/inbox: delivery_options.priority:");
+  // A secret is never printed, even in a diagnostic about it.
+  r = load(head +
+           "    delivery_method: que\n    delivery_options:\n      job_class: J\n"
+           "      password: [not, a, string]\n");
+  EXPECT_EQ(r.error_count(), 1u) << test::dump(r);
+
   r = load(head + "    delivery_method: letter_opener\n    location: /tmp/letters\n");
-  EXPECT_DIAG(r, "delivery_method: `letter_opener` is not supported by mailroom");
-  EXPECT_EQ(r.diagnostics.size(), 1u) << test::dump(r);
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].letter_opener.location, "/tmp/letters");
+  r = load(head +
+           "    delivery_method: letter_opener\n    delivery_options:\n"
+           "      location: /tmp/other\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].letter_opener.location, "/tmp/other");
+  r = load(head + "    delivery_method: letter_opener\n");
+  EXPECT_DIAG(r,
+              "mailbox alice@example.com/inbox: location: is required for delivery_method "
+              "letter_opener");
+  r = load(head + "    delivery_method: noop\n    location: /tmp/letters\n");
+  EXPECT_DIAG(r, "location: is only used by delivery_method letter_opener (ignored)");
 }
 
 TEST(load, missing_worker) {
@@ -896,7 +950,9 @@ TEST(load, every_problem_is_reported_not_just_the_first) {
   EXPECT_DIAG(r, "config.yml:4: mailbox a@example.com/inbox: port:");
   EXPECT_DIAG(r, "config.yml:5: mailbox a@example.com/inbox: idle_timeout:");
   EXPECT_DIAG(r, "mailbox a@example.com/inbox: delivery_options.worker: is required");
-  EXPECT_DIAG(r, "config.yml:10: mailbox b@example.com/inbox: delivery_method: `que`");
+  EXPECT_DIAG(r,
+              "config.yml:7: mailbox b@example.com/inbox: delivery_options.job_class: is "
+              "required");
   EXPECT_EQ(r.error_count(), 5u) << test::dump(r);
 }
 

@@ -96,6 +96,54 @@ TEST(safety_keys, mistakes_name_the_key_and_line) {
   EXPECT_NE(test::dump(r).find("max_message_size"), std::string::npos) << test::dump(r);
 }
 
+TEST(safety_keys, set_aside_keys) {
+  auto r = load(head);
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].rejected_keyword, "$MailroomRejected");
+  EXPECT_EQ(r.cfg->mailboxes[0].rejected_folder, "");
+  EXPECT_EQ(r.cfg->mailboxes[0].max_message_age, 0s);
+  EXPECT_EQ(r.cfg->mailboxes[0].too_old_keyword, "$MailroomTooOld");
+  EXPECT_EQ(r.cfg->mailboxes[0].max_job_size, 0u);
+
+  r = load(head +
+           "    rejected_folder: Rejected\n    max_message_age: 7d\n"
+           "    too_old_folder: Old\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.diagnostics.empty()) << test::dump(r);
+  EXPECT_EQ(r.cfg->mailboxes[0].rejected_folder, "Rejected");
+  EXPECT_EQ(r.cfg->mailboxes[0].max_message_age, 7 * 86400s);
+  EXPECT_EQ(r.cfg->mailboxes[0].too_old_folder, "Old");
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::chrono::seconds>>{
+           {"90", 90s}, {"90s", 90s}, {"30m", 1800s}, {"12h", 43200s}, {"2w", 14 * 86400s}}) {
+    r = load(head + "    max_message_age: " + text + "\n");
+    ASSERT_TRUE(r.ok()) << text << test::dump(r);
+    EXPECT_EQ(r.cfg->mailboxes[0].max_message_age, want) << text;
+  }
+  r = load(head + "    max_message_age: 7 days\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: max_message_age: must be a "
+              "duration like 7d, 12h, 30m or a number of seconds (got `7 days`)");
+  r = load(head + "    max_message_age:\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: max_message_age: must not be null");
+  r = load(head + "    rejected_keyword: not ok\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: mailbox alice@example.com/inbox: rejected_keyword: must be an IMAP "
+              "keyword");
+  r = load(head + "    too_old_folder: Old\n");
+  EXPECT_DIAG(
+      r,
+      "config.yml:6: warning: mailbox alice@example.com/inbox: too_old_folder: is only used "
+      "with max_message_age (ignored)");
+  r = load(head + "    max_job_size: 1000\n");
+  EXPECT_DIAG(
+      r,
+      "config.yml:6: warning: mailbox alice@example.com/inbox: max_job_size: is only used by "
+      "delivery_method sidekiq and que (ignored)");
+  r = load(head + "    max_job_size: -1\n");
+  EXPECT_DIAG(r, "config.yml:6: mailbox alice@example.com/inbox: max_job_size:");
+}
+
 TEST(safety_keys, stuck_after_below_the_idle_renewal_is_a_warning) {
   auto r = load(head + "    idle_check_interval: 600\n" +
                 "health_check:\n  port: 8080\n  stuck_after: 600\n");

@@ -1,3 +1,4 @@
+#include "deliver_sync.hpp"
 #include "delivery/errc.hpp"
 #include "delivery/logger_delivery.hpp"
 #include "delivery/noop.hpp"
@@ -18,23 +19,8 @@
 namespace mailroom::delivery {
 namespace {
 
-result deliver_sync(deliverer& d, const mail_message& m) {
-  boost::asio::io_context ctx;
-  std::optional<result> out;
-  boost::asio::co_spawn(ctx, d.deliver(m), [&](std::exception_ptr e, result r) {
-    if (e) std::rethrow_exception(e);
-    out = std::move(r);
-  });
-  ctx.run();
-  return *out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::deliver_sync;
+using test::read_file;
 
 TEST(NoopDeliverer, AlwaysDelivers) {
   noop_deliverer d;

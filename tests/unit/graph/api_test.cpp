@@ -11,7 +11,7 @@ TEST(GraphUrls, ListUnreadAsksForIdsAndSizesOnly) {
   EXPECT_EQ(list_unread_url(graph, "incoming@example.com", "inbox", 50),
             "https://graph.microsoft.com/v1.0/users/incoming@example.com/mailFolders/inbox/"
             "messages?$filter=receivedDateTime%20ge%201900-01-01T00:00:00Z%20and%20isRead%20eq%20"
-            "false&$orderby=receivedDateTime%20asc&$select=id,categories"
+            "false&$orderby=receivedDateTime%20asc&$select=id,categories,receivedDateTime"
             "&$expand=singleValueExtendedProperties($filter=id%20eq%20'Integer%200x0E08')"
             "&$top=50");
 }
@@ -170,6 +170,28 @@ TEST(GraphErrors, DetailIsBoundedAndPrintable) {
   const auto f = classify(400, body, "");
   EXPECT_LE(f.detail.size(), 300u);
   for (const char c : f.detail) EXPECT_GE(static_cast<unsigned char>(c), 0x20);
+}
+
+TEST(GraphTime, ReceivedDateTimeIsSecondsSinceTheEpoch) {
+  EXPECT_EQ(parse_utc_time("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(parse_utc_time("2026-12-05T09:30:12Z"), 1796463012);
+  EXPECT_EQ(parse_utc_time("2000-02-29T23:59:59.1234567Z"), 951868799);
+  EXPECT_EQ(parse_utc_time("1969-12-31T23:59:59Z"), -1);
+  for (const char* bad : {"", "2026-12-05", "2026-12-05T09:30:12", "2026-13-05T09:30:12Z",
+                          "2026-12-05T09:30:12+01:00", "2026-12-05T09:30:12Zjunk",
+                          "2026-12-05 09:30:12Z", "20x6-12-05T09:30:12Z"})
+    EXPECT_FALSE(parse_utc_time(bad).has_value()) << bad;
+}
+
+TEST(GraphPage, ReceivedDateTimeIsRead) {
+  std::string detail;
+  const auto page = parse_message_page(
+      R"({"value":[{"id":"a","receivedDateTime":"2026-12-05T09:30:12Z"},{"id":"b"}]})", graph,
+      detail);
+  ASSERT_TRUE(page) << detail;
+  ASSERT_EQ(page->messages.size(), 2u);
+  EXPECT_EQ(page->messages[0].received, 1796463012);
+  EXPECT_EQ(page->messages[1].received, 0);
 }
 
 }  // namespace

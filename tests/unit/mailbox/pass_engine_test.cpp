@@ -471,6 +471,117 @@ TEST(PassEngine, UnaskedAndRepeatedBodiesAreIgnored) {
   EXPECT_FALSE(e.target_failed());
 }
 
+TEST(PassEngine, RefusedIsSetAsideAfterTheDeliveredAreFlaggedAndThePassGoesOn) {
+  pass_engine e(settings(2), {1, 2, 3, 4});
+  take_batch(e, {1, 2});
+  e.delivery_done(1, ok);
+  e.delivery_done(2, delivery_outcome::refused);
+  EXPECT_FALSE(e.target_failed());
+  // Not a failure of the target: the next batch is fetched.
+  EXPECT_ACTION(e, kind::fetch_sizes, 3, 4);
+  e.sizes_fetched({}, sized({3, 4}));
+  EXPECT_ACTION(e, kind::claim, 3, 4);
+  e.claimed(all(2));
+  EXPECT_ACTION(e, kind::fetch_bodies, 3, 4);
+  e.body_arrived(3, 100);
+  e.body_arrived(4, 100);
+  e.bodies_fetched({});
+  // Batch 1: 1 recorded and flagged, then 2 set aside, then its claim released.
+  record_and_flag(e, {1});
+  const pass_action aside = e.next();
+  ASSERT_EQ(aside.what, kind::set_aside);
+  EXPECT_EQ(aside.uids, (uids{2}));
+  EXPECT_EQ(aside.reason, aside_reason::refused);
+  e.set_aside_done({}, false);
+  EXPECT_ACTION(e, kind::release, 2);
+  e.released();
+  e.delivery_done(3, ok);
+  e.delivery_done(4, ok);
+  record_and_flag(e, {3, 4});
+  EXPECT_ACTION(e, kind::done);
+  EXPECT_EQ(e.summary().delivered, 3u);
+  EXPECT_EQ(e.summary().refused, 1u);
+  EXPECT_FALSE(e.summary().delivery_failed);
+}
+
+TEST(PassEngine, RefusedAloneIsSetAsideWithoutAFlag) {
+  pass_engine e(settings(), {7});
+  take_batch(e, {7});
+  e.delivery_done(7, delivery_outcome::refused);
+  const pass_action aside = e.next();
+  ASSERT_EQ(aside.what, kind::set_aside);
+  EXPECT_EQ(aside.reason, aside_reason::refused);
+  e.set_aside_done({}, false);
+  EXPECT_ACTION(e, kind::release, 7);
+  e.released();
+  EXPECT_ACTION(e, kind::done);
+  EXPECT_EQ(e.summary().refused, 1u);
+}
+
+TEST(PassEngine, RefusedOnALostSessionIsOnlyReleased) {
+  pass_engine e(settings(1), {1, 2});
+  take_batch(e, {1});
+  e.delivery_done(1, delivery_outcome::refused);
+  EXPECT_ACTION(e, kind::fetch_sizes, 2);
+  e.sizes_fetched(lost, {});
+  // Nothing more is done on this session: 1 is left for the next pass.
+  EXPECT_ACTION(e, kind::release, 1);
+  e.released();
+  EXPECT_ACTION(e, kind::done);
+  EXPECT_EQ(e.summary().refused, 0u);
+}
+
+TEST(PassEngine, RefusedWhoseSetAsideFailsIsReleasedAndEndsThePass) {
+  pass_engine e(settings(1), {1, 2});
+  take_batch(e, {1});
+  e.delivery_done(1, delivery_outcome::refused);
+  EXPECT_ACTION(e, kind::fetch_sizes, 2);
+  e.sizes_fetched({}, sized({2}));
+  EXPECT_ACTION(e, kind::claim, 2);
+  e.claimed(all(1));
+  EXPECT_ACTION(e, kind::fetch_bodies, 2);
+  e.bodies_fetched({});  // 2 expunged meanwhile
+  EXPECT_ACTION(e, kind::set_aside, 1);
+  e.set_aside_done(lost, false);
+  EXPECT_ACTION(e, kind::release, 1);
+  e.released();
+  EXPECT_ACTION(e, kind::release, 2);  // the unfetched one of the last batch
+  e.released();
+  EXPECT_ACTION(e, kind::done);
+  EXPECT_EQ(e.summary().ec, lost);
+}
+
+TEST(PassEngine, TooOldIsSetAsideNotFetched) {
+  pass_settings s = settings();
+  s.oldest_arrival = 1000;
+  s.max_message_size = 1000;
+  pass_engine e(s, {1, 2, 3, 4, 5, 6, 7});
+  EXPECT_ACTION(e, kind::fetch_sizes, 1, 2, 3, 4, 5, 6, 7);
+  std::vector<message_size> m = sized({1, 2, 3, 4, 5, 6, 7});
+  m[0].arrived = 999;   // too old
+  m[1].arrived = 1000;  // just young enough
+  m[2].arrived = 0;     // unknown: never too old
+  m[3].arrived = 5;
+  m[3].age_exempt = true;  // reingested
+  m[4].arrived = 5;
+  m[4].flagged_too_old = true;  // set aside before: skipped
+  m[5].rejected = true;         // refused before: skipped
+  m[6].arrived = 5;
+  m[6].size = 5000;  // too old and too large: set aside for its size
+  e.sizes_fetched({}, m);
+  pass_action a = e.next();
+  ASSERT_EQ(a.what, kind::set_aside);
+  EXPECT_EQ(a.reason, aside_reason::oversize);
+  EXPECT_EQ(a.uids, (uids{7}));
+  e.set_aside_done({}, false);
+  a = e.next();
+  ASSERT_EQ(a.what, kind::set_aside);
+  EXPECT_EQ(a.reason, aside_reason::too_old);
+  EXPECT_EQ(a.uids, (uids{1}));
+  e.set_aside_done({}, false);
+  EXPECT_ACTION(e, kind::claim, 2, 3, 4);
+}
+
 // Any pass, any answers, any order of completions: the guarantees hold.
 RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
   const auto n = *rc::gen::inRange<std::uint32_t>(0, 40);
@@ -491,17 +602,20 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
 
   std::vector<std::uint32_t> running;  // started, not completed
   std::vector<std::uint32_t> queued;
-  std::set<std::uint32_t> sent, acked, recorded, flagged, already, taken;
+  std::set<std::uint32_t> sent, acked, recorded, flagged, already, taken, refused, aside_refused,
+      released;
   std::uint64_t held = 0;
   std::map<std::uint32_t, std::uint64_t> held_by;
   const auto complete_one = [&] {
     const auto i = *rc::gen::inRange<std::size_t>(0, running.size());
     const auto uid = running[i];
     running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
-    const bool good = *rc::gen::weightedElement<bool>({{4, true}, {1, false}});
-    if (good) acked.insert(uid);
+    const auto outcome = *rc::gen::weightedElement<delivery_outcome>(
+        {{8, ok}, {1, failed}, {1, delivery_outcome::refused}});
+    if (outcome == ok) acked.insert(uid);
+    if (outcome == delivery_outcome::refused) refused.insert(uid);
     held -= held_by[uid];
-    const auto o = e.delivery_done(uid, good ? ok : failed);
+    const auto o = e.delivery_done(uid, outcome);
     for (const auto d : o.drop) {
       held -= held_by[d];
       queued.erase(std::find(queued.begin(), queued.end(), d));
@@ -537,7 +651,15 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
         }());
         break;
       case kind::set_aside:
-        for (const auto uid : a.uids) RC_ASSERT(size[uid] > s.max_message_size);
+        for (const auto uid : a.uids) {
+          if (a.reason == aside_reason::refused) {
+            // Only a refused one, once, and before its claim is released.
+            RC_ASSERT(refused.count(uid) > 0 && !released.count(uid));
+            RC_ASSERT(aside_refused.insert(uid).second);
+          } else {
+            RC_ASSERT(a.reason == aside_reason::oversize && size[uid] > s.max_message_size);
+          }
+        }
         e.set_aside_done({}, false);
         break;
       case kind::claim: {
@@ -579,7 +701,10 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
         e.bodies_fetched({});
         break;
       case kind::release:
-        for (const auto uid : a.uids) RC_ASSERT(!acked.count(uid));
+        for (const auto uid : a.uids) {
+          RC_ASSERT(!acked.count(uid));
+          released.insert(uid);
+        }
         e.released();
         break;
       case kind::record:
@@ -593,6 +718,7 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
         for (const auto uid : a.uids) {
           // Flagged only once acknowledged and recorded, or found recorded.
           RC_ASSERT((acked.count(uid) && recorded.count(uid)) || already.count(uid));
+          RC_ASSERT(!refused.count(uid));
           RC_ASSERT(flagged.insert(uid).second);
         }
         e.flagged({});
@@ -616,10 +742,15 @@ RC_GTEST_PROP(PassEngineProperty, GuaranteesHoldInEveryOrdering, ()) {
   }
   RC_ASSERT(e.summary().delivered == acked.size());
   RC_ASSERT(!e.summary().ec);
+  // A refused message is set aside and its claim released; it never stops the pass.
+  RC_ASSERT(aside_refused == refused);
+  for (const auto uid : refused) RC_ASSERT(released.count(uid) > 0);
+  RC_ASSERT(e.summary().refused == refused.size());
   if (!e.summary().delivery_failed && n > 0) {
     std::set<std::uint32_t> handled;  // delivered, found delivered, or too large
     for (const auto uid : all_uids)
-      if (acked.count(uid) || already.count(uid) || size[uid] > s.max_message_size)
+      if (acked.count(uid) || already.count(uid) || refused.count(uid) ||
+          size[uid] > s.max_message_size)
         handled.insert(uid);
     RC_ASSERT(handled.size() + taken.size() == all_uids.size());
   }
