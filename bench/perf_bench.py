@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Performance benchmark of the service (the numbers in bench/RESULTS.md).
 
-Starts its own Dovecot and Redis (tests/servers, via core_bench's helpers),
+Starts its own Dovecot and Redis (tests/servers, via core_bench's helpers;
+PostgreSQL too for the que scenario),
 raises Dovecot's connection limits in its private config, then runs:
 
 * drain-4k:  10,000 messages of ~4 KB pre-loaded (Maildir files named with
@@ -22,6 +23,15 @@ raises Dovecot's connection limits in its private config, then runs:
 * idle:      one process watching 1, 100, 1,000 and 10,000 mailboxes (no
   mail): time until all are selected (/readiness 200), then RSS and CPU %
   over a window.
+* que:       PostgreSQL 15 started with tests/servers/start-postgres.sh, one
+  database per run with Que 2.x's que_jobs (tests/integration/fixtures/que/
+  que2.sql); the same N x ~4 KB (N as drain-4k) drained by mailroom twice,
+  with sidekiq delivery and with que delivery (one row per message, pool of
+  4 connections), delete + expunge: seconds, messages/s, peak RSS, and the
+  rows in que_jobs afterwards, which must be exactly the messages loaded
+  (count and md5 of args[0]; exit status 1 otherwise).  mailroom only.
+  About 15 s of the full run; skipped with a note when PostgreSQL is not
+  installed, unless named in --only.
 * optional:  the Ruby mail_room (Debian ruby-mail-room, /usr/bin/mail_room)
   on the same scenarios, when installed (--no-ruby to skip).
 
@@ -39,15 +49,18 @@ Prints a Markdown table and writes JSON (--json, default build/bench-results.jso
 bench/results.json keeps the run recorded in bench/RESULTS.md).
 
 usage: bench/perf_bench.py [--quick] [--json FILE] [--bin build/mailroom]
-                           [--no-ruby] [--only drain,pickup,idle]
+                           [--no-ruby] [--only drain,pickup,idle,que]
                            [--perf-record FILE]   (profile both drains)
 """
 import argparse
+import glob
+import hashlib
 import json
 import os
 import platform
 import queue
 import resource
+import select
 import shutil
 import socket
 import statistics
@@ -62,6 +75,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core_bench import ROOT, mailinject, pct, redis, start  # noqa: E402
 
 SERVERS = os.path.join(ROOT, "tests", "servers")
+QUE_FIXTURES = os.path.join(ROOT, "tests", "integration", "fixtures", "que")
+SCENARIOS = {"drain", "pickup", "idle", "que"}
 CLK = os.sysconf("SC_CLK_TCK")
 MAIL_ROOM_RUBY = "/usr/bin/mail_room"
 FETCH_BYTES = 64 << 20  # mailroom's per-batch byte budget (watcher fetch_bytes)
@@ -128,7 +143,17 @@ def mb(b):
     return b / 1e6
 
 
-def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False, delete=True):
+def sidekiq_yaml(rport, queue_name):
+    """The delivery lines of a mailbox for sidekiq delivery into queue:<queue_name>."""
+    return ["    :delivery_method: sidekiq",
+            "    :delivery_options:",
+            f"      :redis_url: redis://127.0.0.1:{rport}/0",
+            f"      :queue: {queue_name}",
+            "      :worker: EmailReceiverWorker"]
+
+
+def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False, delete=True, delivery=None):
+    """delivery: the delivery lines (default: sidekiq_yaml(rport, queue_name))."""
     lines = [
         "  -",
         "    :host: 127.0.0.1",
@@ -141,11 +166,7 @@ def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False
         "    :idle_timeout: 600",
         f"    :delete_after_delivery: {'true' if delete else 'false'}",
         f"    :expunge_deleted: {'true' if delete else 'false'}",
-        "    :delivery_method: sidekiq",
-        "    :delivery_options:",
-        f"      :redis_url: redis://127.0.0.1:{rport}/0",
-        f"      :queue: {queue_name}",
-        "      :worker: EmailReceiverWorker",
+        *(delivery if delivery is not None else sidekiq_yaml(rport, queue_name)),
     ]
     if log_path:
         lines += ["    :logger:", f"      :log_path: {log_path}"]
@@ -155,13 +176,13 @@ def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False
     return "\n".join(lines) + "\n"
 
 
-def write_config(path, users, port, rport, queue_name, log_path=None, health_port=None):
+def write_config(path, users, port, rport, queue_name, log_path=None, health_port=None, delivery=None):
     with open(path, "w") as fh:
         if health_port:
             fh.write(f":health_check:\n  :address: 127.0.0.1\n  :port: {health_port}\n")
         fh.write(":mailboxes:\n")
         for u in users:
-            fh.write(mailbox_yaml(u, port, rport, queue_name, log_path))
+            fh.write(mailbox_yaml(u, port, rport, queue_name, log_path, delivery=delivery))
 
 
 class Impl:
@@ -364,14 +385,161 @@ def lpush_limit(r, msgs, queue_name):
     return t, sum(len(p) for p in payloads)
 
 
+# ---------------------------------------------------------------- delivery targets
+class SidekiqTarget:
+    """The drains' default: jobs LPUSHed onto the Redis list queue:<queue_name>."""
+
+    method = "sidekiq"
+    poll = 0.005  # LLEN is O(1)
+
+    def __init__(self, r, rport, queue_name):
+        self.r, self.rport, self.queue_name = r, rport, queue_name
+        self.key = f"queue:{queue_name}"
+
+    def yaml(self):
+        return sidekiq_yaml(self.rport, self.queue_name)
+
+    def reset(self):
+        self.r.delete(self.key)
+
+    def count(self):
+        return self.r.llen(self.key)
+
+    def close(self):
+        self.r.delete(self.key)
+
+
+class Postgres:
+    """The PostgreSQL that tests/servers/start-postgres.sh started (its
+    MAILROOM_PG_* export lines, in os.environ after core_bench.start); SQL
+    through psql, as tests/integration/conftest_pg.py does (no Python driver
+    needed)."""
+
+    SUPERUSER, USER, PASSWORD = "postgres", "mailroom", "secret"
+
+    def __init__(self):
+        e = os.environ
+        self.host, self.port = e["MAILROOM_PG_HOST"], int(e["MAILROOM_PG_PORT"])
+        self.socket_dir = e["MAILROOM_PG_SOCKET_DIR"]
+        self.psql_path = shutil.which("psql") or os.path.join(e.get("MAILROOM_PG_BIN", ""), "psql")
+
+    def _args(self, db, user):
+        # the superuser over the Unix socket (trusted), mailroom over TCP with its password
+        host = self.socket_dir if user == self.SUPERUSER else self.host
+        return [self.psql_path, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(self.port),
+                "-U", user, "-d", db]
+
+    def _env(self, user):
+        env = dict(os.environ, PGCONNECT_TIMEOUT="10", PGCLIENTENCODING="UTF8")
+        env.pop("PGPASSWORD", None)
+        if user == self.USER:
+            env["PGPASSWORD"] = self.PASSWORD
+        return env
+
+    def psql(self, sql=None, db="postgres", user=SUPERUSER, file=None):
+        args = self._args(db, user) + (["-f", file] if file else []) + (["-c", sql] if sql is not None else [])
+        cp = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=self._env(user),
+                            timeout=120)
+        if cp.returncode != 0:
+            raise RuntimeError(f"psql {' '.join(args[1:])} failed ({cp.returncode}):\n{cp.stderr}")
+        return cp.stdout
+
+    def create_que_database(self, name, schema):
+        """A new database owned by mailroom with tests/integration/fixtures/que/<schema>.sql
+        loaded as mailroom (as conftest_pg's que_database does)."""
+        self.psql(f'CREATE DATABASE "{name}" OWNER "{self.USER}"')
+        self.psql(db=name, user=self.USER, file=os.path.join(QUE_FIXTURES, f"{schema}.sql"))
+        return name
+
+    def session(self, db):
+        """A psql kept open (one connection) for repeated small queries."""
+        return PsqlSession(self._args(db, self.SUPERUSER), self._env(self.SUPERUSER))
+
+
+class PsqlSession:
+    """One psql process reading queries from a pipe: polling que_jobs costs a
+    query on an open connection, not a psql start and a login. Every query
+    must return exactly one row of one column (psql -q prints no command tags:
+    a bare DELETE would print nothing)."""
+
+    def __init__(self, args, env, timeout=30):
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env)
+        self.buf, self.timeout = b"", timeout
+
+    def scalar(self, sql):
+        self.p.stdin.write(sql.rstrip().rstrip(";").encode() + b";\n")
+        self.p.stdin.flush()
+        fd = self.p.stdout.fileno()
+        deadline = time.monotonic() + self.timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"psql: no answer to {sql!r} within {self.timeout} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.err.seek(0)
+                raise RuntimeError(f"psql session ended: {self.err.read().strip()}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode().strip()
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.err.close()
+
+
+class QueTarget:
+    """que delivery: one row per message in que_jobs of `db` (mailroom/secret
+    over TCP, as tests/integration/test_que.py's que_config)."""
+
+    method = "que"
+    poll = 0.02  # count(*) is a (small) scan of the table: polled less often than LLEN
+
+    def __init__(self, pg, db, queue_name, job_class="EmailReceiverJob", priority=100):
+        self.pg, self.db, self.queue_name = pg, db, queue_name
+        self.job_class, self.priority = job_class, priority
+        self.s = pg.session(db)
+
+    def yaml(self):
+        return ["    :delivery_method: que",
+                "    :delivery_options:",
+                f"      :host: {self.pg.host}",
+                f"      :port: {self.pg.port}",
+                f"      :database: {self.db}",
+                f"      :username: {self.pg.USER}",
+                f"      :password: {self.pg.PASSWORD}",
+                f"      :job_class: {self.job_class}",
+                f"      :queue: {self.queue_name}",
+                f"      :priority: {self.priority}"]
+
+    def reset(self):
+        self.s.scalar("WITH gone AS (DELETE FROM que_jobs RETURNING 1) SELECT count(*) FROM gone")
+
+    def count(self):
+        return int(self.s.scalar("SELECT count(*) FROM que_jobs"))
+
+    def close(self):
+        self.s.close()
+
+
 # ---------------------------------------------------------------- drain
-def drain(impl, d, user, msgs, port, rport, r, timeout, perf_record=None):
+def drain(impl, d, user, msgs, port, rport, r, timeout, perf_record=None, target=None):
+    """target: where the jobs go (default: SidekiqTarget on queue <impl>-<user>);
+    the clock stops when target.count() reached len(msgs) and the mailbox is empty."""
+    if target is None:
+        target = SidekiqTarget(r, rport, f"{impl.name}-{user}")
     queue_name = f"{impl.name}-{user}"
-    key = f"queue:{queue_name}"
-    r.delete(key)
+    target.reset()
     load(user, msgs)
     cfg = os.path.join(d, f"{queue_name}.yml")
-    write_config(cfg, [user], port, rport, queue_name)
+    write_config(cfg, [user], port, rport, queue_name, delivery=target.yaml())
     n = len(msgs)
     wrap = ()
     if perf_record == "env":  # debugging aid: PERF_BENCH_WRAP="strace -f -tt -o FILE"
@@ -386,14 +554,14 @@ def drain(impl, d, user, msgs, port, rport, r, timeout, perf_record=None):
             time.sleep(0.2)
             kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
             pid = int(kids[0]) if kids else p.pid
-        res = {"impl": impl.name, "messages": n, "bytes": sum(len(m) for m in msgs)}
+        res = {"impl": impl.name, "delivery": target.method, "messages": n, "bytes": sum(len(m) for m in msgs)}
         try:
-            while r.llen(key) < n:
+            while target.count() < n:
                 if p.poll() is not None:
                     raise RuntimeError(f"{impl.name} exited with {p.returncode}")
                 if time.monotonic() - t0 > timeout:
-                    raise TimeoutError(f"{r.llen(key)} of {n} jobs after {timeout} s")
-                time.sleep(0.005)
+                    raise TimeoutError(f"{target.count()} of {n} jobs after {timeout} s")
+                time.sleep(target.poll)
             res["t_jobs"] = time.monotonic() - t0
             while mailinject.status(user)["MESSAGES"] != 0:
                 if time.monotonic() - t0 > timeout:
@@ -402,9 +570,10 @@ def drain(impl, d, user, msgs, port, rport, r, timeout, perf_record=None):
             res["t_empty"] = time.monotonic() - t0
             res["cpu_s"] = proc_cpu(pid)
             res.update(proc_mem(pid))
+            res["delivered"] = target.count()
         except (RuntimeError, TimeoutError) as e:
             res["error"] = str(e)
-            res["delivered"] = r.llen(key)
+            res["delivered"] = target.count()
             try:
                 res["cpu_s"] = proc_cpu(pid)
                 res.update(proc_mem(pid))
@@ -415,7 +584,8 @@ def drain(impl, d, user, msgs, port, rport, r, timeout, perf_record=None):
                 os.kill(pid, 15)
                 p.wait(60)
             stop(p)
-    r.delete(key)
+    if target.method == "sidekiq":
+        target.close()  # the Redis list; a que target's rows stay for the caller to check
     if "t_empty" in res:
         t = res["t_empty"]
         res["msg_per_s"] = n / t
@@ -625,6 +795,89 @@ def idle_run(impl, d, users, port, rport, window, ready_timeout):
     return res
 
 
+# ---------------------------------------------------------------- que
+QUE_SCHEMA = "que2"  # tests/integration/fixtures/que/que2.sql: Que 2.x's que_jobs
+
+
+def pg_installed():
+    """Whether start-postgres.sh can find initdb (its own search)."""
+    return bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or shutil.which("initdb") is not None
+
+
+def que_scenario(impl, d, n, port, rport, r, t_start):
+    """The same n x ~4 KB drained twice by mailroom, delete + expunge, plaintext
+    IMAP: once with sidekiq delivery (Redis), once with que delivery (one
+    que_jobs row per message, in a database created for this run with Que
+    2.x's schema). Then every row is checked: as many rows as messages, and
+    args[0] of the rows are exactly the messages loaded (md5 of each)."""
+    pg = Postgres()
+    x = {"size_label": "~4 KB", "schema": f"{QUE_SCHEMA}.sql", "errors": []}
+    x["postgres_version"] = pg.psql("SHOW server_version").strip()
+    db = pg.create_que_database(f"mailroom_bench_{os.getpid()}", QUE_SCHEMA)
+    x["database"] = db
+    print(f"[{time.monotonic() - t_start:6.1f}s] que: generating {n} messages", file=sys.stderr)
+    msgs = make_messages(n, 4000, "que")
+    x["message_bytes"] = len(msgs[0])
+    timeout = 300
+    for method, user in (("sidekiq", "qsidekiq"), ("que", "qque")):
+        print(f"[{time.monotonic() - t_start:6.1f}s] que: {impl.name}, {method} delivery", file=sys.stderr)
+        target = QueTarget(pg, db, "mailroom-bench") if method == "que" else None
+        try:
+            res = drain(impl, d, user, msgs, port, rport, r, timeout, target=target)
+        finally:
+            if target:
+                target.close()
+        x[method] = res
+        print("   ", fmt_drain(res), file=sys.stderr)
+        if "error" in res:
+            x["errors"].append(f"{method} drain: {res['error']}")
+    # the rows, after mailroom stopped
+    rows = int(pg.psql("SELECT count(*) FROM que_jobs", db=db).strip())
+    x["que"]["que_jobs_rows"] = rows
+    if rows != n:
+        x["errors"].append(f"{rows:,} rows in que_jobs after draining {n:,} messages")
+    got = sorted(pg.psql("SELECT md5(args->>0) FROM que_jobs", db=db).split())
+    want = sorted(hashlib.md5(m).hexdigest() for m in msgs)
+    x["que"]["rows_match_messages"] = got == want
+    if got != want:
+        missing = len(set(want) - set(got))
+        x["errors"].append(f"args[0] of que_jobs differ from the messages loaded ({missing} messages not found, "
+                           f"{len(got) - len(set(got))} duplicate rows)")
+    # job_class, queue and priority as configured (QueTarget's defaults), on every row
+    groups = pg.psql("SELECT job_class, queue, priority, count(*) FROM que_jobs GROUP BY 1, 2, 3", db=db).split()
+    x["que"]["rows_by_class_queue_priority"] = groups
+    if groups != [f"EmailReceiverJob|mailroom-bench|100|{rows}"]:
+        x["errors"].append(f"que_jobs rows by job_class|queue|priority|count: {groups}")
+    return x
+
+
+def fmt_que(x):
+    n = x["sidekiq"]["messages"]
+    out = [f"que delivery (one `que_jobs` row per message, Que 2.x schema, PostgreSQL {x['postgres_version']}, fsync and synchronous_commit on) "
+           f"vs sidekiq, mailroom only, the same {n:,} x {x['size_label']} ({x['message_bytes']:,} bytes each), "
+           "delete + expunge, plaintext IMAP:", "",
+           "| delivery | messages | seconds | msg/s | peak RSS | CPU s/1000 msg | delivered |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for method in ("sidekiq", "que"):
+        y = x.get(method)
+        if y is None:
+            continue
+        if method == "que":
+            where = (f"{y['que_jobs_rows']:,} rows in `que_jobs`" if "que_jobs_rows" in y else "?")
+            if y.get("rows_match_messages") is False:
+                where += " (NOT the messages loaded)"
+        else:
+            where = f"{y.get('delivered', 0):,} jobs in Redis"
+        if "error" in y:
+            out.append(f"| {method} | {y['messages']:,} | FAILED: {y['error']} | | | | {where} |")
+            continue
+        out.append(f"| {method} | {y['messages']:,} | {y['t_empty']:.2f} | {y['msg_per_s']:,.0f} | "
+                   f"{mb(y['VmHWM']):.1f} MB | {y['cpu_s_per_1000']:.3f} | {where} |")
+    if all(m in x and "error" not in x[m] for m in ("sidekiq", "que")):
+        out.append(f"| que / sidekiq | | | {x['que']['msg_per_s'] / x['sidekiq']['msg_per_s'] * 100:.0f} % | | | |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- report
 def fmt_drain(x):
     if "error" in x:
@@ -647,8 +900,9 @@ def report(R, a):
     w(f"mode: {'quick' if a.quick else 'full'}; "
       f"{R['machine']['cpu']} x {R['machine']['cores']} cores; {R['date']}")
     w("")
-    w("| scenario | mailroom | mail_room (Ruby) |")
-    w("| --- | --- | --- |")
+    if any(k in R for k in ("drain_4k", "drain_5m", "pickup", "idle")):
+        w("| scenario | mailroom | mail_room (Ruby) |")
+        w("| --- | --- | --- |")
     ruby_note = R.get("ruby_note", "not run")
     for key, label in (("drain_4k", "drain"), ("drain_5m", "drain")):
         if key not in R:
@@ -693,6 +947,10 @@ def report(R, a):
                     + (f", {y['connection_errors']:.0f} connection errors retried" if y.get("connection_errors") else ""))
         rbn = ruby_note if "ruby_note" in R else "not run (two Ruby threads per mailbox; stops at 1,000)"
         w(f"| idle: {x['mailboxes']:,} mailbox(es) | {f(x)} | {f(rb[0]) if rb else rbn} |")
+    if "que" in R:
+        if len(out) > 2:
+            w("")
+        w(fmt_que(R["que"]))
     return "\n".join(out)
 
 
@@ -720,6 +978,8 @@ def targets(R):
     if "drain_5m" in R and "copies_per_batch" in R["drain_5m"]:
         c = R["drain_5m"]["copies_per_batch"]
         t.append(("5 MB message held in <= ~2 copies (peak RSS over baseline / batch bytes)", c <= 2.5, f"{c:.2f} copies"))
+    if not t:
+        return ""
     lines = ["", "| target | reached | measured |", "| --- | --- | --- |"]
     for name, ok, val in t:
         lines.append(f"| {name} | {'yes' if ok else 'NO'} | {val} |")
@@ -733,11 +993,15 @@ def main():
     ap.add_argument("--json", default=os.path.join(ROOT, "build", "bench-results.json"))
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "mailroom"))
     ap.add_argument("--no-ruby", action="store_true")
-    ap.add_argument("--only", default="drain,pickup,idle")
+    ap.add_argument("--only", help="comma-separated scenarios: drain, pickup, idle, que (default: all; que "
+                    "is skipped with a note when PostgreSQL is not installed, unless named here)")
     ap.add_argument("--perf-record", help="run mailroom's drains under `perf record -g` into FILE.drain_4k, "
                     "FILE.drain_5m (their timings are then not representative)")
     a = ap.parse_args()
-    only = set(a.only.split(","))
+    only = set(a.only.split(",")) if a.only else set(SCENARIOS)
+    if only - SCENARIOS:
+        ap.error(f"--only: unknown scenario(s) {', '.join(sorted(only - SCENARIOS))} "
+                 f"(known: {', '.join(sorted(SCENARIOS))})")
     sys.setswitchinterval(0.0002)  # the raw IDLE thread must not delay the main thread's clock
     if a.quick:
         n_small, n_large, n_pick, idle_sizes, window = 2000, 20, 20, [1, 100, 1000], 3
@@ -761,10 +1025,17 @@ def main():
     else:
         R["ruby_note"] = "skipped (--no-ruby)" if a.no_ruby else "not installed (ruby-mail-room)"
 
+    if "que" in only and not pg_installed():
+        if a.only:
+            raise SystemExit("--only que: PostgreSQL is not installed (postgresql-15; scripts/install-deps.sh)")
+        only.discard("que")
+        R["que_note"] = "que scenario skipped: PostgreSQL is not installed (postgresql-15)"
+
     d = tempfile.mkdtemp(prefix="mailroom-perf.", dir="/tmp")
     os.chmod(d, 0o755)
-    os.environ["DOVECOT_USERS"] = "small large limsmall limlarge pickup rbpickup base"
+    os.environ["DOVECOT_USERS"] = "small large limsmall limlarge pickup rbpickup base qsidekiq qque"
     t_start = time.monotonic()
+    pg_dir = None
     try:
         start("start-dovecot.sh", os.path.join(d, "dovecot"))
         start("start-redis.sh", os.path.join(d, "redis"))
@@ -810,6 +1081,18 @@ def main():
                         x["copies_per_batch"] = x["peak_delta"] / (batch * len(msgs[0]))
                 del msgs
 
+        if "que" in only:
+            # PostgreSQL only for this scenario; stopped in the finally below
+            pg_dir = os.path.join(d, "postgres")
+            print(f"[{time.monotonic() - t_start:6.1f}s] que: starting PostgreSQL", file=sys.stderr)
+            # fsync and synchronous commit on: every INSERT waits for its
+            # WAL flush, as on a production server
+            os.environ["MAILROOM_PG_DURABLE"] = "1"
+            start("start-postgres.sh", pg_dir)
+            R["que"] = que_scenario(impls[0], d, n_small, port, rport, r, t_start)
+            for e in R["que"].get("errors", []):
+                R.setdefault("errors", []).append(f"que: {e}")
+
         if "pickup" in only:
             R["pickup"] = []
             for impl in impls:
@@ -839,6 +1122,8 @@ def main():
                     print("   ", res, file=sys.stderr)
     finally:
         R["elapsed_s"] = time.monotonic() - t_start
+        if pg_dir:
+            subprocess.run([os.path.join(SERVERS, "stop-postgres.sh"), pg_dir], capture_output=True)
         subprocess.run([os.path.join(SERVERS, "stop-redis.sh"), os.path.join(d, "redis")], capture_output=True)
         subprocess.run([os.path.join(SERVERS, "stop-dovecot.sh"), os.path.join(d, "dovecot")], capture_output=True)
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
@@ -851,10 +1136,16 @@ def main():
 
     print()
     print(report(R, a))
-    print(targets(R))
+    t = targets(R)
+    if t:
+        print(t)
+    if "que_note" in R:
+        print("\n" + R["que_note"])
     for e in R.get("errors", []):
         print("error:", e)
     print(f"\n{R['elapsed_s']:.0f} s; JSON in {a.json}")
+    if "que" in R and R["que"].get("errors"):
+        sys.exit("que scenario FAILED: " + "; ".join(R["que"]["errors"]))
 
 
 if __name__ == "__main__":

@@ -413,7 +413,13 @@ asio::awaitable<pass_result> imap_watcher::process_mailbox(imap::client& c) {
   log_->info(context_line("Processing started"));
   // Whatever arrived before this search is found by it.
   (void)c.take_new_mail_hint();
-  auto found = co_await c.uid_search(mb_.search_command);
+  // Messages set aside for good stay out of the search, so that a backlog
+  // of them neither costs a size query per pass nor uses up limit_max_unread
+  // (which would starve newer mail). Search keys side by side are ANDed
+  // (RFC 3501 §6.4.4), whatever search_command holds.
+  std::string criteria = mb_.search_command + " UNKEYWORD " + mb_.rejected_keyword;
+  if (mb_.max_message_age.count() > 0) criteria += " UNKEYWORD " + mb_.too_old_keyword;
+  auto found = co_await c.uid_search(criteria);
   if (!found) co_return pass_result{found.error()};
   health_.progress();
   std::vector<std::uint32_t> uids = std::move(*found);

@@ -162,3 +162,24 @@ def test_sidekiq_job_above_max_job_size_is_set_aside(servers, user, workdir, mai
     assert "\\Seen" not in servers.flags(user)[uids[1]]
     assert servers.r.llen("queue:" + queue) == 0
     mr.stop_ok()
+
+
+def test_set_aside_messages_do_not_starve_newer_mail(servers, user, workdir, mailroom, webhook):
+    """limit_max_unread 3 and a backlog of 5 old messages: once they are set
+    aside they are out of the search, so the 2 messages that arrive later are
+    delivered (they would never be reached if the old ones kept filling the
+    3 slots of every pass)."""
+    old = servers.append(user, [make_message(i, user) for i in range(5)], date=time.time() - 30 * DAY)
+    # idle_timeout 2: a pass every 2 s at least (a pass cut short by the
+    # limit does not start the next one at once, as in mail_room).
+    mr = mailroom(webhook_config(servers, user, workdir, webhook.url(), max_message_age="7d",
+                                 limit_max_unread=3, idle_timeout=2))
+    harness.wait_until(lambda: all("$MailroomTooOld" in servers.flags(user)[u] for u in old[:3]), 30,
+                       "the first 3 set aside", proc=mr)
+    new = servers.append(user, [make_message(10 + i, user, subject=f"new {i}") for i in range(2)])
+    harness.wait_until(lambda: all("\\Seen" in servers.flags(user)[u] for u in new), 30,
+                       "the 2 new ones delivered", proc=mr)
+    harness.wait_until(lambda: all("$MailroomTooOld" in servers.flags(user)[u] for u in old), 30,
+                       "all 5 old ones set aside", proc=mr)
+    assert webhook.count() == 2
+    mr.stop_ok()

@@ -7,6 +7,8 @@
 #   env:    MAILROOM_PG_PORT  TCP port on 127.0.0.1 (unset/0: a free port)
 #           MAILROOM_PG_BIN   PostgreSQL's bin dir (default: the newest
 #                             /usr/lib/postgresql/*/bin, else initdb on PATH)
+#           MAILROOM_PG_DURABLE=1  fsync and synchronous commit on, as in
+#                             production (the benchmark); default off
 #   stop:   tests/servers/stop-postgres.sh "$MAILROOM_PG_DIR"
 #
 # Authentication: the superuser `postgres` is trusted over the Unix socket
@@ -16,7 +18,8 @@
 # system user (from the postgresql package), else as `nobody`; DIR/data and
 # DIR/run belong to that user and every parent of DIR must be traversable.
 # Restart a stopped server with the same DIR and MAILROOM_PG_PORT: the data
-# directory (and every database in it) is kept.  No fsync: a test server.
+# directory (and every database in it) is kept.  No fsync unless
+# MAILROOM_PG_DURABLE=1: a test server.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -80,6 +83,8 @@ host    all       all       127.0.0.1/32  trust
 HBA
   as_user sh -c "echo \"include_if_exists 'mailroom-test.conf'\" >> '$D/data/postgresql.conf'"
 fi
+durable=off
+[ "${MAILROOM_PG_DURABLE:-0}" = 1 ] && durable=on
 # Rewritten at every start: the port may differ.
 as_user sh -c "cat > '$D/data/mailroom-test.conf'" <<CONF
 listen_addresses = '127.0.0.1'
@@ -87,9 +92,9 @@ port = $PORT
 unix_socket_directories = '$D/run'
 max_connections = 200
 password_encryption = 'scram-sha-256'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = $durable
+synchronous_commit = $durable
+full_page_writes = $durable
 shared_buffers = 32MB
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_messages = warning

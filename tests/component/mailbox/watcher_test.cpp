@@ -102,7 +102,7 @@ void meta(imap_script& s, const std::vector<std::uint32_t>& uids,
 // UID SEARCH UNSEEN answered with `uids`, then the size query of the first
 // batch (up to `batch` UIDs) when there are any.
 void search(imap_script& s, const std::string& uids, std::size_t batch = 20) {
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
       .line(uids.empty() ? "* SEARCH" : "* SEARCH " + uids)
       .tagged("OK Search completed");
   std::vector<std::uint32_t> list;
@@ -331,7 +331,7 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
@@ -376,7 +376,7 @@ TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 4 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 4 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 4 +FLAGS.SILENT (\Seen))",
@@ -403,7 +403,7 @@ TEST_F(WatcherTest, MessageClaimedElsewhereIsNeitherFetchedNorFlagged) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1,3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
@@ -431,7 +431,7 @@ TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 5:6 (UID RFC822.SIZE FLAGS)",
                                        "A0006 IDLE",
                                        "DONE",
@@ -467,14 +467,14 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1",
                                        "A0009 IDLE",
                                        "DONE",
-                                       "A0010 UID SEARCH UNSEEN",
+                                       "A0010 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0011 UID FETCH 2:3 (UID RFC822.SIZE FLAGS)",
                                        "A0012 UID FETCH 2:3 (UID BODY.PEEK[])",
                                        R"(A0013 UID STORE 2:3 +FLAGS.SILENT (\Seen \Deleted))",
@@ -746,11 +746,11 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
                                        "A0006 IDLE",
                                        "DONE",
-                                       "A0007 UID SEARCH UNSEEN",
+                                       "A0007 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0008 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
                                        "A0009 UID FETCH 1:2 (UID BODY.PEEK[])",
                                        R"(A0010 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
@@ -795,7 +795,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                    }));
@@ -803,7 +803,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 2:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
@@ -915,7 +915,7 @@ TEST_F(WatcherTest, StopDuringIdleSendsDoneAndLogoutPromptly) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 IDLE",
                                        "DONE",
                                        "A0006 LOGOUT",
@@ -948,7 +948,7 @@ TEST_F(WatcherTest, StopDuringADeliveryLetsItFinishAndFlagsIt) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
@@ -980,7 +980,7 @@ TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
                                        "A0006 UID FETCH 1:2 (UID BODY.PEEK[])",
                                        "A0007 LOGOUT",
@@ -1028,7 +1028,7 @@ TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 LOGOUT",
                                    }));
   // The poll interval (idle_timeout, 30 s) would outlast the run.
@@ -1057,10 +1057,10 @@ TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
                                        "A0001 LOGIN incoming@example.com s3cret-pw",
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
-                                       "A0004 UID SEARCH UNSEEN",
+                                       "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0005 IDLE",
                                        "DONE",
-                                       "A0006 UID SEARCH UNSEEN",
+                                       "A0006 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
                                        "A0007 UID FETCH 7 (UID RFC822.SIZE FLAGS)",
                                        "A0008 UID FETCH 7 (UID BODY.PEEK[])",
                                        R"(A0009 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
@@ -1202,7 +1202,7 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
   mb_.max_message_size = 1024;
   const std::string big = std::to_string(2 * 1024 * 1024);
   imap_script s = session_start();
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 1 2 3").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 1 2 3").tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 1:3 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 1 RFC822.SIZE 80 FLAGS ())")
       .line("* 2 FETCH (UID 2 RFC822.SIZE " + big + " FLAGS (\\Recent))")
@@ -1227,7 +1227,7 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
 TEST_F(WatcherTest, OversizeMessageAlreadyFlaggedIsSkippedQuietly) {
   mb_.max_message_size = 1024;
   imap_script s = session_start();
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 2").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 2").tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 2 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 2 RFC822.SIZE 5000000 FLAGS ($MailroomOversize))")
       .tagged("OK Fetch completed");
@@ -1246,7 +1246,7 @@ TEST_F(WatcherTest, OversizeMessageIsMovedWithMove) {
   mb_.on_oversize = config::oversize_action::move;
   mb_.oversize_folder = "Too Large";
   imap_script s = session_start(kCaps + " MOVE");
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 4").tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");
@@ -1275,7 +1275,7 @@ imap_script oversize_copy_without_move_or_uidplus(bool expunge_deleted, const as
       .tagged("OK [READ-WRITE] Select completed");
   if (expunge_deleted)
     s.expect(R"(^(\S+) UID SEARCH DELETED$)").line("* SEARCH").tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 4").tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");
@@ -1529,7 +1529,7 @@ TEST_F(WatcherTest, RejectedFirstLoginIsRetriedWithPolicyRetry) {
 TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsFatalWithPolicyExit) {
   mb_.on_permanent_error = config::permanent_error_policy::exit;
   imap_script first = session_start();
-  first.expect(R"(^(\S+) UID SEARCH UNSEEN$)").close();
+  first.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").close();
   server_.add(first);
   server_.add(imap_script()
                   .line("* OK [CAPABILITY " + kCaps + "] fake ready")
