@@ -5,10 +5,11 @@
 #   2. build/        RelWithDebInfo build            (cmake + make -j2, ccache)
 #   3. ctest in build/: unit, component and C++ integration tests
 #   4. build-asan/   ASan + UBSan build; ctest -L 'unit|component' there
-#   5. real Dovecot, Cyrus, Courier, Redis and Sidekiq (tests/servers/start-all.sh,
+#   5. real Dovecot, Cyrus, Courier, Redis, PostgreSQL and Sidekiq (tests/servers/start-all.sh,
 #      MAILROOM_INTEROP=1) and /usr/bin/python3 -m pytest tests/integration
 #      against build/mailroom (fault table, interop table); then, with step 4,
-#      test_graph.py once more against build-asan/mailroom
+#      test_graph.py, test_que.py, test_letter_opener.py and test_set_aside.py
+#      once more against build-asan/mailroom
 #   6. everything stopped again (also on failure or Ctrl-C)
 #   7. build-fuzz/   libFuzzer targets (clang-14), each run for $MAILROOM_FUZZ_SECONDS
 #                    (20) on a copy of its seed corpus in fuzz/corpus/
@@ -267,13 +268,17 @@ main() {
           MAILROOM_INTEROP_TABLE="$LOGS/interop-table$L.json" \
           run_pytest "pytest$R" "$BUILD/mailroom" "$LOGS/pytest$L.log" tests/integration
         f=$PYTEST_FAILED
-        # The Graph inbox (HTTP pool threads, concurrent coroutines) once
-        # more under ASan + UBSan: a sanitizer report fails the run.
+        # The Graph inbox (HTTP pool threads, concurrent coroutines), the que
+        # delivery (libpq on its pool's threads), letter_opener (GMime) and
+        # the set-aside paths once more under ASan + UBSan: a sanitizer
+        # report fails the run.
         if [ "$ASAN_SERVICE" = 1 ]; then
-          ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}" \
+          MAILROOM_FAULT_TABLE="$LOGS/fault-table-asan$L.json" \
+            ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}" \
             UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
             run_pytest "pytest-asan$R" "$ASAN_BUILD/mailroom" "$LOGS/pytest-asan$L.log" \
-            tests/integration/test_graph.py
+            tests/integration/test_graph.py tests/integration/test_que.py \
+            tests/integration/test_letter_opener.py tests/integration/test_set_aside.py
           f=$((f + PYTEST_FAILED))
         fi
       else

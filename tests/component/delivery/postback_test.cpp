@@ -249,10 +249,18 @@ TEST_F(PostbackTest, OnlyTwoHundredsAreDelivered) {
   EXPECT_EQ(r.ec, make_error_code(errc::rejected));
   EXPECT_EQ(r.detail, "HTTP 500: {\"message\":\"500 Internal Server Error\"}?");
 
-  for (int status : {302, 400, 401, 404}) {
+  // Retried later: a redirect, credentials, a wrong URL, a target in trouble.
+  for (int status : {302, 401, 403, 404, 408, 429, 502, 503}) {
     server.set_status(status);
     r = deliver_sync(d, "x");
     EXPECT_EQ(r.ec, make_error_code(errc::rejected)) << status;
+    EXPECT_TRUE(r.detail.starts_with("HTTP " + std::to_string(status) + ": ")) << r.detail;
+  }
+  // Refused for good: this message will never be accepted (set aside).
+  for (int status : {400, 413, 422}) {
+    server.set_status(status);
+    r = deliver_sync(d, "x");
+    EXPECT_EQ(r.ec, make_error_code(errc::refused)) << status;
     EXPECT_TRUE(r.detail.starts_with("HTTP " + std::to_string(status) + ": ")) << r.detail;
   }
   for (int status : {200, 201, 204}) {
