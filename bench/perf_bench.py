@@ -21,8 +21,15 @@ raises Dovecot's connection limits in its private config, then runs:
   starts at the tagged OK): time to the job in Redis (BLPOP) and time to the
   raw client's `* n EXISTS` for the same message; p50/p90/p99/max.
 * idle:      one process watching 1, 100, 1,000 and 10,000 mailboxes (no
-  mail): time until all are selected (/readiness 200), then RSS and CPU %
-  over a window.
+  mail), over IMAPS by default (--idle-transport tls: Dovecot's IMAPS port,
+  implicit TLS trusting $DOVECOT_CA; plain: the IMAP port): time until all
+  are selected (/readiness 200 and every mailroom_mailbox_connected 1), then
+  RSS, RSS per mailbox over the 1-mailbox run, CPU % over a window, and the
+  time from SIGTERM to exit.  Next to it a raw asyncio client opens the same
+  N sessions all at once (mailroom starts every watcher at once, no connect
+  limit), LOGIN, SELECT INBOX, IDLE, timed until every "+ idling": once
+  before mailroom (Dovecot's imap processes cold), then after it with one
+  process and with one per core; the fastest is the comparison.
 * que:       PostgreSQL 15 started with tests/servers/start-postgres.sh, one
   database per run with Que 2.x's que_jobs (tests/integration/fixtures/que/
   que2.sql); the same N x ~4 KB (N as drain-4k) drained by mailroom twice,
@@ -51,8 +58,10 @@ bench/results.json keeps the run recorded in bench/RESULTS.md).
 usage: bench/perf_bench.py [--quick] [--json FILE] [--bin build/mailroom]
                            [--no-ruby] [--only drain,pickup,idle,que]
                            [--perf-record FILE]   (profile both drains)
+                           [--idle-transport tls|plain]  (default tls)
 """
 import argparse
+import asyncio
 import glob
 import hashlib
 import json
@@ -63,6 +72,7 @@ import resource
 import select
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -152,14 +162,23 @@ def sidekiq_yaml(rport, queue_name):
             "      :worker: EmailReceiverWorker"]
 
 
-def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False, delete=True, delivery=None):
-    """delivery: the delivery lines (default: sidekiq_yaml(rport, queue_name))."""
+def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False, delete=True, delivery=None,
+                 transport="plain"):
+    """delivery: the delivery lines (default: sidekiq_yaml(rport, queue_name)).
+    transport: "plain" (port: Dovecot's IMAP port, no TLS, plaintext LOGIN
+    allowed) or "tls" (port: Dovecot's IMAPS port, implicit TLS trusting the
+    test CA $DOVECOT_CA, as tests/integration/harness.py imap_mailbox writes it)."""
+    if transport == "plain":
+        conn = [f"    :port: {port}", "    :ssl: false", "    :allow_plaintext_login: true"]
+    elif transport == "tls":
+        conn = [f"    :port: {port}", "    :ssl:", f"      :ca_file: {os.environ['DOVECOT_CA']}",
+                "    :start_tls: false"]
+    else:
+        raise ValueError(transport)
     lines = [
         "  -",
         "    :host: 127.0.0.1",
-        f"    :port: {port}",
-        "    :ssl: false",
-        "    :allow_plaintext_login: true",
+        *conn,
         f"    :email: {user}",
         "    :password: secret",
         "    :name: inbox",
@@ -176,13 +195,14 @@ def mailbox_yaml(user, port, rport, queue_name, log_path=None, arbitration=False
     return "\n".join(lines) + "\n"
 
 
-def write_config(path, users, port, rport, queue_name, log_path=None, health_port=None, delivery=None):
+def write_config(path, users, port, rport, queue_name, log_path=None, health_port=None, delivery=None,
+                 transport="plain"):
     with open(path, "w") as fh:
         if health_port:
             fh.write(f":health_check:\n  :address: 127.0.0.1\n  :port: {health_port}\n")
         fh.write(":mailboxes:\n")
         for u in users:
-            fh.write(mailbox_yaml(u, port, rport, queue_name, log_path, delivery=delivery))
+            fh.write(mailbox_yaml(u, port, rport, queue_name, log_path, delivery=delivery, transport=transport))
 
 
 class Impl:
@@ -199,13 +219,20 @@ class Impl:
 
 
 def stop(p, timeout=30):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    """SIGTERM, then SIGKILL after timeout s.  Returns (seconds from SIGTERM
+    to exit, exit status), or (None, status) when it had already exited or
+    needed the SIGKILL."""
+    if p.poll() is not None:
+        return None, p.returncode
+    t0 = time.monotonic()
+    p.terminate()
+    try:
+        p.wait(timeout)
+        return time.monotonic() - t0, p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        return None, p.returncode
 
 
 # ---------------------------------------------------------------- Dovecot setup
@@ -735,13 +762,13 @@ def http_get(url):
         return None, ""
 
 
-def idle_run(impl, d, users, port, rport, window, ready_timeout):
+def idle_run(impl, d, users, port, rport, window, ready_timeout, transport="plain"):
     n = len(users)
     hport = free_port() if impl.name == "mailroom" else None
-    cfg = os.path.join(d, f"{impl.name}-idle-{n}.yml")
-    write_config(cfg, users, port, rport, "idle", health_port=hport)
-    res = {"impl": impl.name, "mailboxes": n}
-    with open(os.path.join(d, f"{impl.name}-idle-{n}.out"), "w") as log:
+    cfg = os.path.join(d, f"{impl.name}-idle-{transport}-{n}.yml")
+    write_config(cfg, users, port, rport, "idle", health_port=hport, transport=transport)
+    res = {"impl": impl.name, "mailboxes": n, "transport": transport}
+    with open(os.path.join(d, f"{impl.name}-idle-{transport}-{n}.out"), "w") as log:
         t0 = time.monotonic()
         p = impl.popen(cfg, log)
         try:
@@ -791,7 +818,99 @@ def idle_run(impl, d, users, port, rport, window, ready_timeout):
             except OSError:
                 pass
         finally:
-            stop(p, 60)
+            res["sigterm_exit_s"], res["exit_status"] = stop(p, 60)
+    return res
+
+
+# The raw comparison for the idle scenario: N sessions opened at once (mailroom
+# starts every watcher at start-up, with no limit on connects in flight: one
+# coroutine per mailbox on one io_context, src/app/coordinator.cpp), each
+# [TLS handshake,] greeting, LOGIN, SELECT INBOX, IDLE; done at "+ idling".
+# asyncio in `procs` spawned processes (1 = one thread, like mailroom's I/O
+# thread); each gets every procs-th user and starts them all at once.
+async def _raw_idle_session(user, port, ctx, done, errors):
+    while True:
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, limit=1 << 16)
+            if not (await r.readline()).startswith(b"* OK"):
+                raise OSError("no greeting")
+            for tag, cmd in ((b"a", b"LOGIN %s secret" % user.encode()), (b"b", b"SELECT INBOX")):
+                w.write(tag + b" " + cmd + b"\r\n")
+                while True:
+                    ln = await r.readline()
+                    if not ln:
+                        raise OSError("closed")
+                    if ln.startswith(tag + b" "):
+                        break
+                if not ln.startswith(tag + b" OK"):
+                    raise OSError(ln.decode(errors="replace").strip())
+            w.write(b"c IDLE\r\n")
+            while True:
+                ln = await r.readline()
+                if not ln:
+                    raise OSError("closed")
+                if ln.startswith(b"+"):
+                    break
+            done.append(time.monotonic())
+            return r, w
+        except OSError as e:  # ssl.SSLError included
+            errors.append(f"{user}: {e}")
+            if len(errors) > 10 * 1000:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _raw_idle_worker(conn, users, port, ca):
+    ctx = ssl.create_default_context(cafile=ca) if ca else None
+
+    async def main():
+        done, errors = [], []
+        cmd = conn.recv()  # "go": the parent's clock starts now
+        assert cmd == "go"
+        c0 = time.process_time()
+        sessions = await asyncio.gather(*[_raw_idle_session(u, port, ctx, done, errors) for u in users])
+        conn.send({"t_done": max(done) if done else None, "cpu_s": time.process_time() - c0,
+                   "errors": len(errors), "first_errors": errors[:3]})
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "close"
+        for r, w in sessions:
+            w.close()
+        conn.send("closed")
+    asyncio.run(main())
+
+
+def raw_idle_client(users, port, ca, procs=1):
+    """{'t_ready': seconds from "go" until every session got "+ idling",
+    'cpu_s': the client's CPU seconds in that time (all processes), ...}"""
+    import multiprocessing
+    mp = multiprocessing.get_context("spawn")
+    procs = max(1, min(procs, len(users)))
+    ps, pipes = [], []
+    for i in range(procs):
+        a, b = mp.Pipe()
+        pr = mp.Process(target=_raw_idle_worker, args=(b, users[i::procs], port, ca), daemon=True)
+        pr.start()
+        ps.append(pr)
+        pipes.append(a)
+    time.sleep(1.0)  # interpreter start-up of the spawned workers, off the clock
+    t0 = time.monotonic()
+    for a in pipes:
+        a.send("go")
+    outs = [a.recv() for a in pipes]
+    res = {"impl": f"raw asyncio client, {procs} process(es)", "mailboxes": len(users), "procs": procs,
+           "transport": "tls" if ca else "plain"}
+    if any(o["t_done"] is None for o in outs if o is not None):
+        res["error"] = "no session ready"
+    else:
+        res["t_ready"] = max(o["t_done"] for o in outs) - t0
+    res["cpu_s"] = sum(o["cpu_s"] for o in outs)
+    res["errors"] = sum(o["errors"] for o in outs)
+    res["first_errors"] = [e for o in outs for e in o["first_errors"]][:3]
+    for a in pipes:
+        a.send("close")
+    for a in pipes:
+        a.recv()
+    for pr in ps:
+        pr.join(10)
     return res
 
 
@@ -941,12 +1060,26 @@ def report(R, a):
         def f(y):
             if "error" in y:
                 return f"FAILED: {y['error']}" + (f" (RSS {mb(y['VmRSS']):.1f} MB)" if "VmRSS" in y else "")
-            return (f"RSS {mb(y['VmRSS']):.1f} MB (peak {mb(y['VmHWM']):.1f}), CPU {y['cpu_pct']:.2f} % "
-                    f"over {y['window_s']:.0f} s; ready after {y['t_ready']:.1f} s; "
-                    f"{y.get('dovecot_sessions', '?'):,} sessions in Dovecot"
-                    + (f", {y['connection_errors']:.0f} connection errors retried" if y.get("connection_errors") else ""))
+            return (f"RSS {mb(y['VmRSS']):.1f} MB (peak {mb(y['VmHWM']):.1f})"
+                    + (f", {y['rss_per_mailbox'] / 1e3:.1f} KB per mailbox ({y['rss_per_mailbox_basis']})"
+                       if "rss_per_mailbox" in y else "")
+                    + f", CPU {y['cpu_pct']:.2f} % over {y['window_s']:.0f} s; ready after {y['t_ready']:.2f} s"
+                    + (f" (raw client {y['raw_t_ready']:.2f} s, x{y['ready_vs_raw']:.2f})" if "raw_t_ready" in y else "")
+                    + f"; {y.get('dovecot_sessions', '?'):,} sessions in Dovecot"
+                    + (f", {y['connection_errors']:.0f} connection errors retried" if y.get("connection_errors") else "")
+                    + (f"; SIGTERM -> exit {y['sigterm_exit_s']:.2f} s" if y.get("sigterm_exit_s") is not None else ""))
         rbn = ruby_note if "ruby_note" in R else "not run (two Ruby threads per mailbox; stops at 1,000)"
-        w(f"| idle: {x['mailboxes']:,} mailbox(es) | {f(x)} | {f(rb[0]) if rb else rbn} |")
+        tr = x.get("transport", "plain")
+        w(f"| idle ({'IMAPS' if tr == 'tls' else 'plain IMAP'}): {x['mailboxes']:,} mailbox(es) | {f(x)} | "
+          f"{f(rb[0]) if rb else rbn} |")
+        for y in R.get("idle_raw", []):
+            if y["mailboxes"] == x["mailboxes"]:
+                w(f"| raw asyncio client ({y['procs']} process(es), {y.get('order', '')}): {y['mailboxes']:,} "
+                  f"sessions to \"+ idling\" | "
+                  + (f"FAILED: {y['error']}" if "error" in y else
+                     f"{y['t_ready']:.2f} s, client CPU {y['cpu_s']:.2f} s"
+                     + (f", {y['errors']} connection errors retried" if y["errors"] else ""))
+                  + " | |")
     if "que" in R:
         if len(out) > 2:
             w("")
@@ -995,6 +1128,10 @@ def main():
     ap.add_argument("--no-ruby", action="store_true")
     ap.add_argument("--only", help="comma-separated scenarios: drain, pickup, idle, que (default: all; que "
                     "is skipped with a note when PostgreSQL is not installed, unless named here)")
+    ap.add_argument("--idle-transport", choices=("tls", "plain"), default="tls",
+                    help="the idle scenario's connections: tls (default; Dovecot's IMAPS port, implicit TLS, "
+                    "the test CA) or plain (the IMAP port, no TLS); the drain, pickup and que scenarios "
+                    "are always plain")
     ap.add_argument("--perf-record", help="run mailroom's drains under `perf record -g` into FILE.drain_4k, "
                     "FILE.drain_5m (their timings are then not representative)")
     a = ap.parse_args()
@@ -1110,16 +1247,56 @@ def main():
             all_users = [f"idle{i:05d}" for i in range(max(idle_sizes))]
             add_users(all_users)
             tune_dovecot(os.path.join(d, "dovecot"))
-            R["idle"], R["idle_ruby"] = [], []
+            tr = a.idle_transport
+            iport = int(os.environ["DOVECOT_IMAPS_PORT"]) if tr == "tls" else port
+            ca = os.environ["DOVECOT_CA"] if tr == "tls" else None
+            R["idle_transport"] = tr
+            R["idle"], R["idle_ruby"], R["idle_raw"] = [], [], []
             for n in idle_sizes:
+                # the raw client once before mailroom too: Dovecot keeps its
+                # imap processes (service_count = 0) between runs, so whoever
+                # comes first may pay for their start
+                print(f"[{time.monotonic() - t_start:6.1f}s] idle ({tr}): raw client x {n}, 1 proc, before mailroom",
+                      file=sys.stderr)
+                rr = raw_idle_client(all_users[:n], iport, ca, 1)
+                rr["order"] = "before mailroom"
+                print("   ", rr, file=sys.stderr)
+                R["idle_raw"].append(rr)
+                time.sleep(1)
                 for impl in impls:
                     if impl.name == "mail_room" and n > 1000:
                         continue  # two Ruby threads per mailbox; stop at 1,000
-                    print(f"[{time.monotonic() - t_start:6.1f}s] idle: {impl.name} x {n}", file=sys.stderr)
-                    res = idle_run(impl, d, all_users[:n], port, rport, window,
-                                   ready_timeout=60 + n * 0.015)
+                    print(f"[{time.monotonic() - t_start:6.1f}s] idle ({tr}): {impl.name} x {n}", file=sys.stderr)
+                    res = idle_run(impl, d, all_users[:n], iport, rport, window,
+                                   ready_timeout=60 + n * 0.015, transport=tr)
                     (R["idle"] if impl.name == "mailroom" else R["idle_ruby"]).append(res)
                     print("   ", res, file=sys.stderr)
+                # per mailbox: over the 1-mailbox run's RSS (the process's own baseline)
+                one = next((y for y in R["idle"] if y["mailboxes"] == 1 and "error" not in y), None)
+                x = R["idle"][-1]
+                if "VmRSS" in x:
+                    x["rss_per_mailbox"] = ((x["VmRSS"] - one["VmRSS"]) / (n - 1) if one and n > 1
+                                            else x["VmRSS"] / n)
+                    x["rss_per_mailbox_basis"] = "over 1-mailbox RSS" if one and n > 1 else "RSS / N"
+                # the raw client: one process (one thread, as mailroom), and one
+                # per core in case Python's own speed is the limit
+                time.sleep(1)
+                best = None
+                for procs in sorted({1, min(n, os.cpu_count() or 1)}):
+                    print(f"[{time.monotonic() - t_start:6.1f}s] idle ({tr}): raw client x {n}, {procs} proc",
+                          file=sys.stderr)
+                    rr = raw_idle_client(all_users[:n], iport, ca, procs)
+                    rr["order"] = "after mailroom"
+                    print("   ", rr, file=sys.stderr)
+                    R["idle_raw"].append(rr)
+                    time.sleep(1)
+                for rr in R["idle_raw"]:
+                    if rr["mailboxes"] == n and "t_ready" in rr and (best is None or rr["t_ready"] < best["t_ready"]):
+                        best = rr
+                if best and "t_ready" in x:
+                    x["raw_t_ready"] = best["t_ready"]
+                    x["raw_procs"] = best["procs"]
+                    x["ready_vs_raw"] = x["t_ready"] / best["t_ready"]
     finally:
         R["elapsed_s"] = time.monotonic() - t_start
         if pg_dir:

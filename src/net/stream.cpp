@@ -12,6 +12,14 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <tuple>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -53,11 +61,58 @@ const boost::system::error_category& net_category() {
   return c;
 }
 
-std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_options& opts,
-                                                            error_code& ec) {
+namespace {
+
+// What makes two client contexts interchangeable: the settings, and the CA
+// file as it is on disk now (a replaced file makes a new context, so CA
+// rotations are picked up at the next connect, as when every connection
+// built its own). A CA directory (ca_path) is read by OpenSSL at each
+// verification, so its name is enough.
+struct context_key {
+  bool verify_peer = true;
+  std::string ca_file;
+  std::string ca_path;
+  std::int64_t file_mtime_ns = 0;
+  std::int64_t file_size = -1;
+  std::uint64_t file_inode = 0;
+  auto tie() const {
+    return std::tie(verify_peer, ca_file, ca_path, file_mtime_ns, file_size, file_inode);
+  }
+  bool operator<(const context_key& o) const { return tie() < o.tie(); }
+};
+
+context_key key_of(const config::tls_options& opts) {
+  context_key k;
+  k.verify_peer = opts.verify_peer;
+  if (!opts.verify_peer) return k;
+  k.ca_file = opts.ca_file;
+  k.ca_path = opts.ca_path;
+  // Without ca_file/ca_path, the system store's file (SSL_CERT_FILE or
+  // OpenSSL's default) is loaded whole into the context: watch it too.
+  std::string file = opts.ca_file;
+  if (opts.ca_file.empty() && opts.ca_path.empty()) {
+    const char* env = std::getenv(X509_get_default_cert_file_env());
+    file = env != nullptr ? env : X509_get_default_cert_file();
+  }
+  struct stat st {};
+  if (!file.empty() && ::stat(file.c_str(), &st) == 0) {
+    k.file_mtime_ns =
+        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    k.file_size = static_cast<std::int64_t>(st.st_size);
+    k.file_inode = static_cast<std::uint64_t>(st.st_ino);
+  }
+  if (opts.ca_file.empty() && opts.ca_path.empty()) k.ca_file = "system:" + file;
+  return k;
+}
+
+std::shared_ptr<asio::ssl::context> build_client_tls_context(const config::tls_options& opts,
+                                                             error_code& ec) {
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
   ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_compression);
+  // An idle session holds no read or write buffer (about 34 KiB each
+  // otherwise): a mailbox in IDLE reads a few bytes every few minutes.
+  SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
   if (!opts.verify_peer) {
     ctx->set_verify_mode(asio::ssl::verify_none);
     return ctx;
@@ -76,6 +131,29 @@ std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_op
     ctx->set_default_verify_paths(ec);
     if (ec) return nullptr;
   }
+  return ctx;
+}
+
+}  // namespace
+
+std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_options& opts,
+                                                            error_code& ec) {
+  // One context per distinct configuration, shared by every connection that
+  // uses it: building one loads the CA file (the system store is about 140
+  // certificates), which costs time and some 100 KiB per connection.
+  // Contexts no connection uses any more are freed.
+  static std::mutex mutex;
+  static std::map<context_key, std::weak_ptr<asio::ssl::context>> cache;
+  const context_key key = key_of(opts);
+  std::lock_guard lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) {
+    if (auto ctx = it->second.lock()) return ctx;
+  }
+  for (auto it = cache.begin(); it != cache.end();) {
+    it = it->second.expired() ? cache.erase(it) : std::next(it);
+  }
+  auto ctx = build_client_tls_context(opts, ec);
+  if (ctx) cache[key] = ctx;
   return ctx;
 }
 

@@ -46,8 +46,11 @@ inline error_code make_error_code(errc e) {
   return {static_cast<int>(e), net_category()};
 }
 
-// Builds an OpenSSL client context: TLS >= 1.2, peer verification unless
-// opts.verify_peer is false, CA from opts.ca_file/ca_path or the system store.
+// An OpenSSL client context: TLS >= 1.2, peer verification unless
+// opts.verify_peer is false, CA from opts.ca_file/ca_path or the system store;
+// buffers released while a session is idle (SSL_MODE_RELEASE_BUFFERS). Shared:
+// the same settings (and the same CA file on disk) give the same context while
+// any connection holds it.
 std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_options& opts,
                                                             error_code& ec);
 
