@@ -1,5 +1,6 @@
 // One entry of `mailboxes:`: the inbox method, the IMAP fields, logger, then the
 // delivery and arbitration blocks (delivery.cpp).
+#include "common/duration.hpp"
 #include "config/parse.hpp"
 
 #include <fmt/format.h>
@@ -192,36 +193,16 @@ bool is_atom(std::string_view s) {
   return true;
 }
 
-// "7d", "12h", "30m", "90s", "2w" or a number of seconds; nullopt when malformed.
+// A number of seconds, or a duration as the operator commands take it
+// ("7d", "12h", "1d12h"); nullopt when malformed.
 std::optional<std::chrono::seconds> parse_age(const YAML::Node& v) {
   if (!v.IsScalar()) return std::nullopt;
-  const std::string t = v.Scalar();
-  if (t.empty()) return std::nullopt;
-  std::size_t i = 0;
-  long long n = 0;
-  while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) {
-    if (n > 100000000) return std::nullopt;  // centuries: surely a mistake
-    n = n * 10 + (t[i] - '0');
-    ++i;
-  }
-  if (i == 0) return std::nullopt;
-  const std::string unit = lower(t.substr(i));
-  long long mult = 0;
-  if (unit.empty() || unit == "s") {
-    mult = 1;
-  } else if (unit == "m") {
-    mult = 60;
-  } else if (unit == "h") {
-    mult = 3600;
-  } else if (unit == "d") {
-    mult = 86400;
-  } else if (unit == "w") {
-    mult = 7 * 86400;
-  } else {
-    return std::nullopt;
-  }
-  if (n > 100LL * 365 * 86400 / mult) return std::nullopt;
-  return std::chrono::seconds(n * mult);
+  const std::string& t = v.Scalar();
+  std::string error;
+  const bool plain_number =
+      !t.empty() && t.size() <= 10 &&
+      std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return parse_duration(plain_number ? t + "s" : t, error);
 }
 
 // A keyword that sets messages aside must be an atom, like oversize_keyword.

@@ -85,6 +85,27 @@ constexpr bool is_continuation(unsigned char c) {
 
 }  // namespace
 
+std::size_t utf8_sequence_length(const unsigned char* p, std::size_t left) {
+  const unsigned char c = p[0];
+  if (c < 0x80) return 1;
+  // Ranges from the Unicode Standard, Table 3-7 (well-formed byte sequences).
+  if (c >= 0xC2 && c <= 0xDF) return left >= 2 && is_continuation(p[1]) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (left < 3 || !is_continuation(p[1]) || !is_continuation(p[2])) return 0;
+    if (c == 0xE0 && p[1] < 0xA0) return 0;  // overlong
+    if (c == 0xED && p[1] > 0x9F) return 0;  // surrogates
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (left < 4 || !is_continuation(p[1]) || !is_continuation(p[2]) || !is_continuation(p[3]))
+      return 0;
+    if (c == 0xF0 && p[1] < 0x90) return 0;  // overlong
+    if (c == 0xF4 && p[1] > 0x8F) return 0;  // above U+10FFFF
+    return 4;
+  }
+  return 0;  // continuation byte, C0/C1 (overlong) or F5..FF
+}
+
 bool is_valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* const end = p + s.size();
@@ -102,25 +123,9 @@ bool is_valid_utf8(std::string_view s) {
       ++p;
       continue;
     }
-    const std::ptrdiff_t left = end - p;
-    // Ranges from the Unicode Standard, Table 3-7 (well-formed byte sequences).
-    if (c >= 0xC2 && c <= 0xDF) {
-      if (left < 2 || !is_continuation(p[1])) return false;
-      p += 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      if (left < 3 || !is_continuation(p[1]) || !is_continuation(p[2])) return false;
-      if (c == 0xE0 && p[1] < 0xA0) return false;  // overlong
-      if (c == 0xED && p[1] > 0x9F) return false;  // surrogates
-      p += 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      if (left < 4 || !is_continuation(p[1]) || !is_continuation(p[2]) || !is_continuation(p[3]))
-        return false;
-      if (c == 0xF0 && p[1] < 0x90) return false;  // overlong
-      if (c == 0xF4 && p[1] > 0x8F) return false;  // above U+10FFFF
-      p += 4;
-    } else {
-      return false;  // continuation byte, C0/C1 (overlong) or F5..FF
-    }
+    const std::size_t n = utf8_sequence_length(p, static_cast<std::size_t>(end - p));
+    if (n == 0) return false;
+    p += n;
   }
   return true;
 }
@@ -168,21 +173,6 @@ utf8_result to_utf8(std::string_view raw) {
   const std::string_view text = as_utf8(raw, r);
   if (text.data() == raw.data() && r.text.empty()) r.text.assign(raw);
   return r;
-}
-
-std::string_view job_text(const mail_message& m, const char* delivery_method,
-                          log::logger& logger, utf8_result& storage) {
-  // mail_room force-tags the bytes as UTF-8 and converts only invalid ones
-  // (mail_room-behaviour §3.2, §3.3); valid bodies are not copied here.
-  const std::string_view body = as_utf8(m.body, storage);
-  if (storage.fallback) {
-    log::fields f;
-    f["delivery_method"] = delivery_method;
-    f["action"] = "charset not detected, body decoded as ISO-8859-1";
-    f["uid"] = m.uid;
-    logger.warn(f);
-  }
-  return body;
 }
 
 }  // namespace mailroom::delivery

@@ -13,9 +13,7 @@
 // fallback (the detector would otherwise call it UTF-16/32).
 #pragma once
 
-#include "common/logger.hpp"
-#include "common/message.hpp"
-
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -32,6 +30,10 @@ struct utf8_result {
 // surrogates, nothing above U+10FFFF, no truncated sequences.
 bool is_valid_utf8(std::string_view s);
 
+// The length of the well-formed UTF-8 sequence at `p` (1-4), or 0 when the
+// byte there starts none; `left` (at least 1) bytes are readable.
+std::size_t utf8_sequence_length(const unsigned char* p, std::size_t left);
+
 // The UTF-8 form of `raw`. Valid UTF-8 is returned unchanged (copied into
 // `text`; use as_utf8() to avoid the copy).
 utf8_result to_utf8(std::string_view raw);
@@ -43,11 +45,5 @@ std::string_view as_utf8(std::string_view raw, utf8_result& storage);
 
 // ISO-8859-1 -> UTF-8, byte by byte (the fallback above).
 std::string latin1_to_utf8(std::string_view raw);
-
-// The message's body as a job carries it (as_utf8()). When the charset could
-// not be detected (mail_room would crash there) a warning says that the text
-// may be garbled: {delivery_method, action, uid}.
-std::string_view job_text(const mail_message& m, const char* delivery_method,
-                          log::logger& logger, utf8_result& storage);
 
 }  // namespace mailroom::delivery

@@ -182,4 +182,26 @@ std::string make_sidekiq_job(std::string_view worker, std::string_view queue,
   return out;
 }
 
+std::string_view job_text(const mail_message& m, const char* delivery_method, log::logger& logger,
+                          utf8_result& storage) {
+  // mail_room force-tags the bytes as UTF-8 and converts only invalid ones
+  // (mail_room-behaviour §3.2, §3.3); valid bodies are not copied here.
+  const std::string_view body = as_utf8(m.body, storage);
+  if (storage.fallback) {
+    log::fields f;
+    f["delivery_method"] = delivery_method;
+    f["action"] = "charset not detected, body decoded as ISO-8859-1";
+    f["uid"] = m.uid;
+    logger.warn(f);
+  }
+  return body;
+}
+
+void log_job_pushed(log::logger& logger, const char* delivery_method) {
+  log::fields f;
+  f["delivery_method"] = delivery_method;
+  f["action"] = "message pushed";
+  logger.info(f);
+}
+
 }  // namespace mailroom::delivery

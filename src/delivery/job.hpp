@@ -5,6 +5,9 @@
 #pragma once
 
 #include "common/json_string.hpp"
+#include "common/logger.hpp"
+#include "common/message.hpp"
+#include "delivery/charset.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -78,5 +81,15 @@ using mailroom::write_json_string;
 // "1.0e-05"). NaN and infinities give "NaN", "Infinity", "-Infinity" (which
 // JSON.generate would refuse; make_sidekiq_job's callers never pass them).
 std::string ruby_float_to_s(double value);
+
+// The message's body as a job (Sidekiq's, que's) carries it: as_utf8() of it.
+// When the charset could not be detected (mail_room would crash there) a
+// warning says that the text may be garbled: {delivery_method, action, uid}.
+std::string_view job_text(const mail_message& m, const char* delivery_method, log::logger& logger,
+                          utf8_result& storage);
+
+// mail_room's line for a job handed over, without context:
+// {delivery_method: "Sidekiq"|"Que", action: "message pushed"}.
+void log_job_pushed(log::logger& logger, const char* delivery_method);
 
 }  // namespace mailroom::delivery

@@ -33,12 +33,6 @@ namespace {
 
 using gmime::gobject_ptr;
 
-struct parser_options_free {
-  void operator()(GMimeParserOptions* o) const {
-    if (o) g_mime_parser_options_free(o);
-  }
-};
-
 struct converter_closer {
   void operator()(UConverter* c) const { ucnv_close(c); }
 };
@@ -48,7 +42,6 @@ using converter_ptr = std::unique_ptr<UConverter, converter_closer>;
 // letter_opener_max_text bytes of UTF-8 from any charset (at most 4 input
 // bytes per character).
 constexpr std::size_t max_text_input = 4 * letter_opener_max_text;
-
 
 std::optional<std::string> header_text(GMimeObject* obj, const char* name) {
   // The value is unfolded and RFC 2047 decoded (raw 8-bit bytes through the
@@ -167,28 +160,6 @@ std::string text_to_utf8(std::string_view raw, const std::string& declared) {
 // ---------------------------------------------------------------------------
 // HTML output
 
-// Decodes one UTF-8 sequence at p (Unicode Table 3-7); returns its length, or
-// 0 for an ill-formed byte.
-std::size_t utf8_sequence(const unsigned char* p, std::size_t left) {
-  const unsigned char c = p[0];
-  auto cont = [&](std::size_t i) { return i < left && (p[i] & 0xC0) == 0x80; };
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2)) return 0;
-    if (c == 0xE0 && p[1] < 0xA0) return 0;
-    if (c == 0xED && p[1] > 0x9F) return 0;
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    if (c == 0xF0 && p[1] < 0x90) return 0;
-    if (c == 0xF4 && p[1] > 0x8F) return 0;
-    return 4;
-  }
-  return 0;
-}
-
 // Appends `text` HTML-escaped, with ill-formed UTF-8 and control characters
 // (other than tab and line breaks) replaced by U+FFFD; at most `limit` bytes of
 // `text` are taken, ending on a character boundary. Returns the bytes taken.
@@ -200,7 +171,7 @@ std::size_t append_escaped(std::string& out, std::string_view text,
   std::size_t i = 0;
   while (i < size) {
     const unsigned char c = p[i];
-    const std::size_t n = utf8_sequence(p + i, text.size() - i);
+    const std::size_t n = utf8_sequence_length(p + i, text.size() - i);
     if (n == 0) {
       out += replacement;
       ++i;
@@ -339,15 +310,8 @@ void walk(GMimeMessage* msg, extracted& e) {
 }
 
 extracted extract(std::string_view raw) {
-  gmime::ensure_initialized();
   extracted e;
-  gobject_ptr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
-  gobject_ptr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-  std::unique_ptr<GMimeParserOptions, parser_options_free> options(g_mime_parser_options_new());
-  // Raw 8-bit header bytes: UTF-8 when valid, else ISO-8859-1.
-  const char* charsets[] = {"UTF-8", "ISO-8859-1", nullptr};
-  g_mime_parser_options_set_fallback_charsets(options.get(), charsets);
-  gobject_ptr<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), options.get()));
+  const auto msg = gmime::parse_message(raw);
   if (!msg) {
     // GMime gives up on a message whose first line is not a header field
     // (text without headers, junk): show the start of the raw bytes instead.

@@ -1,6 +1,6 @@
 #include "delivery/que.hpp"
 
-#include "delivery/charset.hpp"
+#include "delivery/job.hpp"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -423,11 +423,7 @@ asio::awaitable<result> que_deliverer::deliver(const mail_message& m) {
     logger_->info(f);
   }
   if (o.ec) co_return result{o.ec, std::move(o.detail)};
-  // mail_room's line, without context (lib/mail_room/delivery/que.rb).
-  log::fields f;
-  f["delivery_method"] = "Que";
-  f["action"] = "message pushed";
-  logger_->info(f);
+  log_job_pushed(*logger_, "Que");  // lib/mail_room/delivery/que.rb
   co_return result{};
 }
 

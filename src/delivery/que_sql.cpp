@@ -89,6 +89,9 @@ std::optional<que_statement> make_que_insert(const que_table& table, bool with_q
   if (table.has_kwargs) s.params.push_back(que_param::kwargs);
   if (table.writes_job_schema_version) s.params.push_back(que_param::job_schema_version);
 
+  // The column of each que_param, in the enum's order.
+  static constexpr const char* column[] = {"priority", "job_class", "queue",
+                                           "args",     "kwargs",    "job_schema_version"};
   std::string columns;
   std::string values;
   for (std::size_t i = 0; i < s.params.size(); ++i) {
@@ -96,26 +99,7 @@ std::optional<que_statement> make_que_insert(const que_table& table, bool with_q
       columns += ", ";
       values += ", ";
     }
-    switch (s.params[i]) {
-      case que_param::priority:
-        columns += "priority";
-        break;
-      case que_param::job_class:
-        columns += "job_class";
-        break;
-      case que_param::queue:
-        columns += "queue";
-        break;
-      case que_param::args:
-        columns += "args";
-        break;
-      case que_param::kwargs:
-        columns += "kwargs";
-        break;
-      case que_param::job_schema_version:
-        columns += "job_schema_version";
-        break;
-    }
+    columns += column[static_cast<std::size_t>(s.params[i])];
     values += "$" + std::to_string(i + 1);
   }
   s.sql = "INSERT INTO que_jobs (" + columns + ") VALUES (" + values + ")";

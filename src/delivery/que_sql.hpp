@@ -75,7 +75,7 @@ struct que_table {
 // arguments in `data`).
 std::optional<que_table> detect_que_table(const std::vector<que_column>& columns, std::string& why);
 
-// The parameters of the INSERT, in order ($1, $2, ...).
+// The parameters of the INSERT; make_que_insert() names their columns in this order.
 enum class que_param { priority, job_class, queue, args, kwargs, job_schema_version };
 
 struct que_statement {

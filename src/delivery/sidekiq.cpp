@@ -1,6 +1,5 @@
 #include "delivery/sidekiq.hpp"
 
-#include "delivery/charset.hpp"
 #include "delivery/job.hpp"
 #include "redis/resp/encoder.hpp"
 
@@ -66,11 +65,7 @@ boost::asio::awaitable<result> sidekiq_deliverer::deliver(const mail_message& m)
         errc::target_unavailable,
         fmt::format("LPUSH {} to {}: {}", queue_key_, client_->describe(), redis::to_string(*r))};
   }
-  // mail_room's line, without context (lib/mail_room/delivery/sidekiq.rb).
-  log::fields f;
-  f["delivery_method"] = "Sidekiq";
-  f["action"] = "message pushed";
-  logger_->info(f);
+  log_job_pushed(*logger_, "Sidekiq");  // lib/mail_room/delivery/sidekiq.rb
   co_return result{};
 }
 

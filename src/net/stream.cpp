@@ -110,8 +110,8 @@ std::shared_ptr<asio::ssl::context> build_client_tls_context(const config::tls_o
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
   ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_compression);
-  // An idle session holds no read or write buffer (about 34 KiB each
-  // otherwise): a mailbox in IDLE reads a few bytes every few minutes.
+  // An idle session holds no OpenSSL read or write buffer (each sized for a
+  // 16 KiB record): a mailbox in IDLE reads a few bytes every few minutes.
   SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
   if (!opts.verify_peer) {
     ctx->set_verify_mode(asio::ssl::verify_none);
@@ -139,9 +139,10 @@ std::shared_ptr<asio::ssl::context> build_client_tls_context(const config::tls_o
 std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_options& opts,
                                                             error_code& ec) {
   // One context per distinct configuration, shared by every connection that
-  // uses it: building one loads the CA file (the system store is about 140
-  // certificates), which costs time and some 100 KiB per connection.
-  // Contexts no connection uses any more are freed.
+  // uses it: building one loads the CA file (Debian's system store holds 144
+  // certificates) into a store of its own. Measured with a one-certificate CA
+  // file, 1,000 idle IMAPS sessions took 15.5 MB less (with released buffers;
+  // bench/RESULTS.md). Contexts no connection uses any more are freed.
   static std::mutex mutex;
   static std::map<context_key, std::weak_ptr<asio::ssl::context>> cache;
   const context_key key = key_of(opts);

@@ -3,6 +3,7 @@
 // as text (exit code 2); matching is pure, so both are unit-tested.
 #pragma once
 
+#include "common/duration.hpp"
 #include "ops/headers.hpp"
 
 #include <chrono>
@@ -16,9 +17,7 @@
 
 namespace mailroom::ops {
 
-// "90s", "15m", "6h", "2d", "1w", or a combination such as "1d12h".
-// nullopt (and `error` set) when malformed.
-std::optional<std::chrono::seconds> parse_duration(std::string_view s, std::string& error);
+using mailroom::parse_duration;  // common/duration.hpp
 
 // "1,5,10:20" (RFC 3501 sequence-set syntax without "*" on the left; "10:*"
 // means 10 and above). Ranges may be written high:low.

@@ -9,6 +9,8 @@
 // only, so assertions never depend on the client under test.
 #pragma once
 
+#include "support/temp_dir.hpp"
+
 #include "redis/resp/encoder.hpp"
 #include "redis/resp/parser.hpp"
 
@@ -168,25 +170,6 @@ class child_process {
   pid_t pid_ = -1;
 };
 
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "mailroom-redis-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 struct redis_server_options {
   std::string requirepass;
   // ACL rules, one `user ...` line each, e.g. "mailroom on >s3cret ~* &* +@all".
@@ -286,7 +269,7 @@ class redis_server {
   }
 
   redis_server_options opts_;
-  temp_dir dir_;
+  mailroom::test::temp_dir dir_{"mailroom-redis"};
   std::uint16_t port_ = 0;
   child_process process_;
 };
@@ -355,7 +338,7 @@ class redis_sentinel {
 
  private:
   std::string name_;
-  temp_dir dir_;
+  mailroom::test::temp_dir dir_{"mailroom-redis"};
   std::uint16_t port_ = 0;
   child_process process_;
 };

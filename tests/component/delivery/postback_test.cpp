@@ -3,6 +3,8 @@
 #include "delivery/jwt.hpp"
 #include "fake_http_server.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -96,13 +98,6 @@ std::string read_file(const std::string& path) {
 
 class PostbackTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mailroom-postback-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   config::postback_options options_for(const fake_http_server& server) {
     config::postback_options o;
     o.url = server.url("/api/v4/internal/mail_room/incoming_email");
@@ -114,7 +109,8 @@ class PostbackTest : public ::testing::Test {
     return path;
   }
 
-  std::string dir_;
+  mailroom::test::temp_dir tmp_{"mailroom-postback"};
+  const std::string dir_ = tmp_.str();
   http_client client_{2};
 };
 

@@ -1202,7 +1202,9 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
   mb_.max_message_size = 1024;
   const std::string big = std::to_string(2 * 1024 * 1024);
   imap_script s = session_start();
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 1 2 3").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
+      .line("* SEARCH 1 2 3")
+      .tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 1:3 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 1 RFC822.SIZE 80 FLAGS ())")
       .line("* 2 FETCH (UID 2 RFC822.SIZE " + big + " FLAGS (\\Recent))")
@@ -1227,7 +1229,9 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
 TEST_F(WatcherTest, OversizeMessageAlreadyFlaggedIsSkippedQuietly) {
   mb_.max_message_size = 1024;
   imap_script s = session_start();
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 2").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
+      .line("* SEARCH 2")
+      .tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 2 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 2 RFC822.SIZE 5000000 FLAGS ($MailroomOversize))")
       .tagged("OK Fetch completed");
@@ -1246,7 +1250,9 @@ TEST_F(WatcherTest, OversizeMessageIsMovedWithMove) {
   mb_.on_oversize = config::oversize_action::move;
   mb_.oversize_folder = "Too Large";
   imap_script s = session_start(kCaps + " MOVE");
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
+      .line("* SEARCH 4")
+      .tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");
@@ -1275,7 +1281,9 @@ imap_script oversize_copy_without_move_or_uidplus(bool expunge_deleted, const as
       .tagged("OK [READ-WRITE] Select completed");
   if (expunge_deleted)
     s.expect(R"(^(\S+) UID SEARCH DELETED$)").line("* SEARCH").tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)").line("* SEARCH 4").tagged("OK Search completed");
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
+      .line("* SEARCH 4")
+      .tagged("OK Search completed");
   s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");

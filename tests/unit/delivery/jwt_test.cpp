@@ -1,6 +1,8 @@
 #include "delivery/jwt.hpp"
 #include "delivery/errc.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -105,20 +107,14 @@ TEST(Base64, EncodesWithAndWithoutPadding) {
 
 class JwtKeyFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mailroom-jwt-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   std::string write(const std::string& content) {
     const std::string path = dir_ + "/secret";
     std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
     return path;
   }
 
-  std::string dir_;
+  mailroom::test::temp_dir tmp_{"mailroom-jwt"};
+  const std::string dir_ = tmp_.str();
 };
 
 TEST_F(JwtKeyFile, DecodesBase64AndChompsOneLineEnding) {

@@ -1,7 +1,9 @@
-#include "deliver_sync.hpp"
 #include "delivery/letter_opener.hpp"
+#include "deliver_sync.hpp"
 #include "delivery/charset.hpp"
 #include "delivery/errc.hpp"
+
+#include "support/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -28,7 +30,9 @@ using namespace std::string_literals;
 
 using test::deliver_sync;
 
-std::string read_file(const fs::path& path) { return test::read_file(path.string()); }
+std::string read_file(const fs::path& path) {
+  return test::read_file(path.string());
+}
 
 std::vector<fs::path> entries(const fs::path& dir) {
   std::vector<fs::path> out;
@@ -91,14 +95,6 @@ const std::string rich_message =
 
 class LetterOpenerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mailroom-letter-opener-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    location_ = root_ / "letters";
-  }
-  void TearDown() override { fs::remove_all(root_); }
-
   letter_opener_deliverer make(const fs::path& location) {
     config::letter_opener_options opts;
     opts.location = location.string();
@@ -120,8 +116,9 @@ class LetterOpenerTest : public ::testing::Test {
     return {};
   }
 
-  fs::path root_;
-  fs::path location_;
+  mailroom::test::temp_dir tmp_{"mailroom-letter-opener"};
+  const fs::path root_ = tmp_.path();
+  fs::path location_ = root_ / "letters";
 };
 
 TEST_F(LetterOpenerTest, ClassName) {

@@ -4,6 +4,8 @@
 #include "delivery/noop.hpp"
 #include "delivery/postback.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -32,13 +34,8 @@ TEST(NoopDeliverer, AlwaysDelivers) {
 
 class LoggerDelivererTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mailroom-logdel-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  mailroom::test::temp_dir tmp_{"mailroom-logdel"};
+  const std::string dir_ = tmp_.str();
 };
 
 TEST_F(LoggerDelivererTest, AppendsRubyLoggerLines) {

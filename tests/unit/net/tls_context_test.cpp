@@ -3,6 +3,8 @@
 // and with OpenSSL's buffers released while a session is idle.
 #include "net/stream.hpp"
 
+#include "support/temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <openssl/evp.h>
@@ -45,13 +47,8 @@ void write_ca(const fs::path& path, const char* cn) {
 
 class TlsContext : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/mailroom-tls-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
+  mailroom::test::temp_dir tmp_{"mailroom-tls"};
+  const fs::path dir_ = tmp_.path();
 };
 
 TEST_F(TlsContext, SameSettingsShareOneContext) {
