@@ -7,11 +7,14 @@
 #
 #   usage: bench/run.sh [--quick] [--no-ruby] [--json FILE] [--only drain,pickup,idle,que]
 #                       [--perf-record FILE] [--idle-transport tls|plain]
+#                       [--idle-sizes 1,100,1000,10000]
 #   --idle-transport: the idle scenario's connections, default tls (Dovecot's
 #            IMAPS port, implicit TLS, the test CA); plain: the IMAP port
 #            without TLS (as before). drain, pickup and que are always plain.
 #            Next to mailroom, a raw asyncio client opens the same N sessions
 #            at once (mailroom has no connect limit) and IDLEs them.
+#   --idle-sizes: the idle scenario's mailbox counts (default 1,100,1000,10000;
+#            quick 1,100,1000); per-mailbox figures are over the 1-mailbox run.
 #   --quick: smaller sizes (2,000 x 4 KB, 20 x 5 MB, 20 pickups, up to 1,000
 #            idle mailboxes), under ~2 minutes; the full run takes ~10 minutes.
 #   --only:  default all four. que: the 4 KB drain with sidekiq delivery and

@@ -2,6 +2,7 @@
 #include "common/allocator.hpp"
 
 #include "app/health_routes.hpp"
+#include "app/heap_trimmer.hpp"
 
 #include "arbitration/noop_arbitrator.hpp"
 #include "arbitration/redis_arbitrator.hpp"
@@ -224,6 +225,9 @@ int run_service(const config::config& cfg, const run_options& opts) {
     asio::co_spawn(ex, health.serve(), asio::detached);
   }
 
+  heap_trimmer trimmer(ex);
+  trimmer.start();
+
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   asio::steady_timer grace(ioc);
   asio::steady_timer hard_stop(ioc);
@@ -237,6 +241,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
     if (graph_http) graph_http->abort_all();
     for (auto& [_, p] : pg_pools) p->abort_all();
     health.stop();
+    trimmer.stop();
     signals.cancel();
     grace.cancel();
     hard_stop.cancel();

@@ -18,8 +18,9 @@ namespace mailroom::config {
 namespace {
 
 // Larger inputs are not configuration files; refusing them keeps yaml-cpp's
-// memory use bounded.
-constexpr std::size_t max_config_size = 4 * 1024 * 1024;
+// memory use bounded. A mailbox entry with TLS options takes ~430 bytes, so
+// 10,000 mailboxes are 4.3 MB; this leaves room for ~70,000.
+constexpr std::size_t max_config_size = 32 * 1024 * 1024;
 // yaml-cpp recurses once per nesting level (its own guard stops at 2000,
 // which can exhaust a small thread stack first). Real configs nest 5 deep.
 constexpr int max_flow_depth = 64;

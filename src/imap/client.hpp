@@ -167,6 +167,8 @@ class client {
   bool take_new_mail_hint();
   // Human detail about the last failure (server text, TLS reason); no secrets.
   const std::string& last_error() const { return last_error_; }
+  // Whether the TLS handshake of this session resumed an earlier session.
+  bool tls_resumed() const { return stream_.tls_resumed(); }
 
   // Operator commands (src/ops) -------------------------------------------
   // Defined in client_ops.cpp. Only the operator CLI calls these.

@@ -228,6 +228,7 @@ asio::awaitable<error_code> imap_watcher::session(imap::client& c, bool& logged_
   logged_in = true;
   state_ = watcher_state::connected;
   ++health_.counters.connects;
+  if (c.tls_resumed()) ++health_.counters.tls_resumed;
   health_.progress();
   if (last_uidvalidity_ != 0 && c.uidvalidity() != last_uidvalidity_) {
     // Every UID was renumbered (RFC 3501 §2.3.1.1). Delivered messages are

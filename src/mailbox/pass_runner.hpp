@@ -34,6 +34,7 @@ struct watcher_counters {
   std::uint64_t too_old = 0;            // older than max_message_age: flagged or moved
   std::uint64_t rejected = 0;           // refused by the target for good: flagged or moved
   std::uint64_t connects = 0;           // sessions that reached SELECT
+  std::uint64_t tls_resumed = 0;        // of those, over a resumed TLS session
   std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
   std::uint64_t uidvalidity_changes = 0;
   std::uint64_t expunged_leftovers = 0;  // \Deleted messages expunged at session start

@@ -7,22 +7,18 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/redirect_error.hpp>
-#include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include <sys/stat.h>
-
-#include <cstdlib>
-#include <iterator>
-#include <map>
-#include <mutex>
-#include <tuple>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <type_traits>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 namespace mailroom::net {
 
@@ -43,6 +39,8 @@ class net_category_impl : public boost::system::error_category {
         return "server certificate rejected";
       case errc::closed:
         return "connection closed by peer";
+      case errc::tls_failed:
+        return "TLS protocol error";
     }
     return "unknown transport error";
   }
@@ -59,103 +57,6 @@ bool is_ip_literal(const std::string& host) {
 const boost::system::error_category& net_category() {
   static net_category_impl c;
   return c;
-}
-
-namespace {
-
-// What makes two client contexts interchangeable: the settings, and the CA
-// file as it is on disk now (a replaced file makes a new context, so CA
-// rotations are picked up at the next connect, as when every connection
-// built its own). A CA directory (ca_path) is read by OpenSSL at each
-// verification, so its name is enough.
-struct context_key {
-  bool verify_peer = true;
-  std::string ca_file;
-  std::string ca_path;
-  std::int64_t file_mtime_ns = 0;
-  std::int64_t file_size = -1;
-  std::uint64_t file_inode = 0;
-  auto tie() const {
-    return std::tie(verify_peer, ca_file, ca_path, file_mtime_ns, file_size, file_inode);
-  }
-  bool operator<(const context_key& o) const { return tie() < o.tie(); }
-};
-
-context_key key_of(const config::tls_options& opts) {
-  context_key k;
-  k.verify_peer = opts.verify_peer;
-  if (!opts.verify_peer) return k;
-  k.ca_file = opts.ca_file;
-  k.ca_path = opts.ca_path;
-  // Without ca_file/ca_path, the system store's file (SSL_CERT_FILE or
-  // OpenSSL's default) is loaded whole into the context: watch it too.
-  std::string file = opts.ca_file;
-  if (opts.ca_file.empty() && opts.ca_path.empty()) {
-    const char* env = std::getenv(X509_get_default_cert_file_env());
-    file = env != nullptr ? env : X509_get_default_cert_file();
-  }
-  struct stat st {};
-  if (!file.empty() && ::stat(file.c_str(), &st) == 0) {
-    k.file_mtime_ns =
-        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-    k.file_size = static_cast<std::int64_t>(st.st_size);
-    k.file_inode = static_cast<std::uint64_t>(st.st_ino);
-  }
-  if (opts.ca_file.empty() && opts.ca_path.empty()) k.ca_file = "system:" + file;
-  return k;
-}
-
-std::shared_ptr<asio::ssl::context> build_client_tls_context(const config::tls_options& opts,
-                                                             error_code& ec) {
-  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_compression);
-  // An idle session holds no OpenSSL read or write buffer (each sized for a
-  // 16 KiB record): a mailbox in IDLE reads a few bytes every few minutes.
-  SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
-  if (!opts.verify_peer) {
-    ctx->set_verify_mode(asio::ssl::verify_none);
-    return ctx;
-  }
-  ctx->set_verify_mode(asio::ssl::verify_peer);
-  if (!opts.ca_file.empty()) {
-    ctx->load_verify_file(opts.ca_file, ec);
-    if (ec) return nullptr;
-  }
-  if (!opts.ca_path.empty()) {
-    ctx->add_verify_path(opts.ca_path, ec);
-    if (ec) return nullptr;
-  }
-  if (opts.ca_file.empty() && opts.ca_path.empty()) {
-    // The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR here.
-    ctx->set_default_verify_paths(ec);
-    if (ec) return nullptr;
-  }
-  return ctx;
-}
-
-}  // namespace
-
-std::shared_ptr<asio::ssl::context> make_client_tls_context(const config::tls_options& opts,
-                                                            error_code& ec) {
-  // One context per distinct configuration, shared by every connection that
-  // uses it: building one loads the CA file (Debian's system store holds 144
-  // certificates) into a store of its own. Measured with a one-certificate CA
-  // file, 1,000 idle IMAPS sessions took 15.5 MB less (with released buffers;
-  // bench/RESULTS.md). Contexts no connection uses any more are freed.
-  static std::mutex mutex;
-  static std::map<context_key, std::weak_ptr<asio::ssl::context>> cache;
-  const context_key key = key_of(opts);
-  std::lock_guard lock(mutex);
-  if (auto it = cache.find(key); it != cache.end()) {
-    if (auto ctx = it->second.lock()) return ctx;
-  }
-  for (auto it = cache.begin(); it != cache.end();) {
-    it = it->second.expired() ? cache.erase(it) : std::next(it);
-  }
-  auto ctx = build_client_tls_context(opts, ec);
-  if (ctx) cache[key] = ctx;
-  return ctx;
 }
 
 // Shared between the stream and its pending timer callback, so a callback that
@@ -220,7 +121,8 @@ stream::~stream() {
 
 asio::awaitable<error_code> stream::connect(const std::string& host, std::uint16_t port,
                                             duration timeout) {
-  tls_.reset();
+  ssl_.reset();
+  port_ = port;
   error_code ec;
   if (socket_.is_open()) socket_.close(ec);
   watchdog wd(write_deadline_, timeout);
@@ -253,23 +155,124 @@ asio::awaitable<error_code> stream::connect(const std::string& host, std::uint16
   co_return error_code{};
 }
 
+namespace {
+
+// OpenSSL's queued errors as one line, oldest first; the queue is emptied.
+std::string openssl_errors() {
+  std::string out;
+  char buf[256];
+  while (const unsigned long e = ERR_get_error()) {
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace
+
+template <typename Call>
+asio::awaitable<int> stream::tls_call(Call call, error_code& ec) {
+  for (;;) {
+    if (!socket_.is_open()) {  // closed by close() or a deadline
+      ec = asio::error::operation_aborted;
+      last_error_ = ec.message();
+      co_return 0;
+    }
+    // The error queue is per thread and shared by every connection on it.
+    ERR_clear_error();
+    errno = 0;
+    const int r = call(ssl_.get());
+    if (r > 0) co_return r;
+    const int saved_errno = errno;
+    const int err = SSL_get_error(ssl_.get(), r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      // OpenSSL consumed what the socket had; wait for more (or for room).
+      const auto what =
+          err == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write;
+      co_await socket_.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        last_error_ = ec.message();
+        co_return 0;
+      }
+      continue;
+    }
+    ec = tls_failure(err, saved_errno, "TLS");
+    co_return 0;
+  }
+}
+
+error_code stream::tls_failure(int ssl_error, int saved_errno, const char* what) {
+  switch (ssl_error) {
+    case SSL_ERROR_ZERO_RETURN:  // close_notify (RFC 8446 §6.1)
+      last_error_ = "TLS session closed by peer";
+      return make_error_code(errc::closed);
+    case SSL_ERROR_SYSCALL: {
+      std::string detail = openssl_errors();
+      if (detail.empty() &&
+          (saved_errno == 0 || saved_errno == ECONNRESET || saved_errno == EPIPE)) {
+        last_error_ = saved_errno == 0 ? "connection closed by peer" : std::strerror(saved_errno);
+        return make_error_code(errc::closed);
+      }
+      last_error_ = std::string(what) + ": " +
+                    (detail.empty() ? std::string(std::strerror(saved_errno)) : detail);
+      return error_code(saved_errno != 0 ? saved_errno : EIO, boost::system::system_category());
+    }
+    default: {
+      // OpenSSL 3 reports a TCP close without close_notify as an SSL error
+      // (a truncation attack is only possible on length-less protocols; IMAP
+      // and RESP frame every reply).
+      if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        last_error_ = "connection closed by peer (without TLS close_notify)";
+        return make_error_code(errc::closed);
+      }
+      std::string detail = openssl_errors();
+      last_error_ = std::string(what) + " error: " + (detail.empty() ? "unknown" : detail);
+      return make_error_code(errc::tls_failed);
+    }
+  }
+}
+
 asio::awaitable<error_code> stream::start_tls(std::shared_ptr<asio::ssl::context> ctx,
                                               const std::string& host, duration timeout) {
   tls_ctx_ = std::move(ctx);
-  tls_.emplace(socket_, *tls_ctx_);
-  SSL* ssl = tls_->native_handle();
-  if (!is_ip_literal(host)) {
+  ssl_.reset(SSL_new(tls_ctx_->native_handle()));
+  error_code ec;
+  if (!ssl_ || !socket_.is_open()) {
+    last_error_ = "TLS with " + host + ": " + (ssl_ ? "not connected" : openssl_errors());
+    ssl_.reset();
+    co_return make_error_code(errc::tls_handshake_failed);
+  }
+  SSL* ssl = ssl_.get();
+  // OpenSSL reads and writes the descriptor itself (a socket BIO that does
+  // not close it); it must never block the loop.
+  socket_.non_blocking(true, ec);
+  SSL_set_fd(ssl, socket_.native_handle());
+  SSL_set_connect_state(ssl);
+  const bool ip_literal = is_ip_literal(host);
+  if (!ip_literal) {
     // SNI (RFC 6066 §3) only carries DNS names.
     SSL_set_tlsext_host_name(ssl, host.c_str());
   }
   if (SSL_CTX_get_verify_mode(tls_ctx_->native_handle()) & SSL_VERIFY_PEER) {
-    tls_->set_verify_mode(asio::ssl::verify_peer);
-    tls_->set_verify_callback(asio::ssl::host_name_verification(host));
+    // RFC 6125 name check as part of chain verification: DNS names against
+    // the SANs (wildcards in the left-most label only), IP literals against
+    // IP SANs.
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    if (ip_literal) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+    }
   }
-  error_code ec;
+  count_tls_handshake();
+  tls_peer_ = host + ":" + std::to_string(port_);
+  prepare_resumption(ssl, &tls_peer_);
   watchdog wd(read_deadline_, timeout);
-  co_await tls_->async_handshake(asio::ssl::stream_base::client,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+  auto handshake = [](SSL* s) { return SSL_do_handshake(s); };
+  co_await tls_call(handshake, ec);
   if (!ec) co_return error_code{};
   ec = wd.translate(ec);
   if (ec == errc::timed_out) {
@@ -281,8 +284,12 @@ asio::awaitable<error_code> stream::start_tls(std::shared_ptr<asio::ssl::context
     last_error_ = "certificate of " + host + " rejected: " + X509_verify_cert_error_string(verify);
     co_return make_error_code(errc::certificate_rejected);
   }
-  last_error_ = "TLS handshake with " + host + " failed: " + ec.message();
+  last_error_ = "TLS handshake with " + host + " failed: " + last_error_;
   co_return make_error_code(errc::tls_handshake_failed);
+}
+
+bool stream::tls_resumed() const {
+  return ssl_ && SSL_session_reused(ssl_.get()) == 1;
 }
 
 asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, duration timeout,
@@ -290,38 +297,80 @@ asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, duratio
   ec = {};
   std::size_t n = 0;
   watchdog wd(read_deadline_, timeout);
-  if (tls_) {
-    n = co_await tls_->async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+  if (ssl_) {
+    // SSL_read first, always: a record may hold more than the last read
+    // took, and the socket would not become readable for it.
+    const int want = static_cast<int>(std::min<std::size_t>(buf.size(), INT_MAX));
+    auto read = [&buf, want](SSL* s) { return SSL_read(s, buf.data(), want); };
+    const int r = co_await tls_call(read, ec);
+    if (r > 0) n = static_cast<std::size_t>(r);
   } else {
     n = co_await socket_.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
   }
   if (ec) {
+    // The TLS path has set last_error_ already.
     ec = wd.translate(ec);
-    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
-        ec == asio::error::connection_reset) {
+    if (ec == errc::timed_out) {
+      last_error_ = "read timed out";
+    } else if (ec == asio::error::eof || ec == asio::error::connection_reset) {
       last_error_ = ec.message();
       ec = make_error_code(errc::closed);
-    } else if (ec != errc::timed_out) {
+    } else if (!ssl_) {
       last_error_ = ec.message();
-    } else {
-      last_error_ = "read timed out";
     }
   }
   co_return n;
+}
+
+asio::awaitable<void> stream::tls_write(asio::const_buffer b, error_code& ec) {
+  while (b.size() > 0 && !ec) {
+    // Partial writes are on (one record at a time); a retry after
+    // WANT_WRITE repeats the same call, as SSL_write requires.
+    const int want = static_cast<int>(std::min<std::size_t>(b.size(), INT_MAX));
+    auto write = [&b, want](SSL* s) { return SSL_write(s, b.data(), want); };
+    const int r = co_await tls_call(write, ec);
+    if (r > 0) b += static_cast<std::size_t>(r);
+  }
 }
 
 template <typename Buffers>
 asio::awaitable<error_code> stream::write_buffers(const Buffers& bufs, duration timeout) {
   error_code ec;
   watchdog wd(write_deadline_, timeout);
-  if (tls_) {
-    co_await asio::async_write(*tls_, bufs, asio::redirect_error(asio::use_awaitable, ec));
-  } else {
+  if (!ssl_) {
     co_await asio::async_write(socket_, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  } else if constexpr (std::is_same_v<Buffers, asio::const_buffer>) {
+    co_await tls_write(bufs, ec);
+  } else {
+    // Small buffers are joined into records of up to 16 KiB (RFC 8446
+    // §5.1), so that a command made of many pieces is not one record (and
+    // one send) per piece.
+    constexpr std::size_t record = 16384;
+    std::string joined;
+    for (auto it = asio::buffer_sequence_begin(bufs); it != asio::buffer_sequence_end(bufs) && !ec;
+         ++it) {
+      const asio::const_buffer b = *it;
+      if (joined.size() + b.size() > record && !joined.empty()) {
+        const asio::const_buffer full = asio::buffer(joined);
+        co_await tls_write(full, ec);
+        joined.clear();
+      }
+      if (b.size() > record) {
+        if (!ec) co_await tls_write(b, ec);
+      } else {
+        joined.append(static_cast<const char*>(b.data()), b.size());
+      }
+    }
+    const asio::const_buffer rest = asio::buffer(joined);
+    if (rest.size() > 0 && !ec) co_await tls_write(rest, ec);
   }
   if (ec) {
     ec = wd.translate(ec);
-    last_error_ = ec == errc::timed_out ? "write timed out" : ec.message();
+    if (ec == errc::timed_out) {
+      last_error_ = "write timed out";
+    } else if (!ssl_) {
+      last_error_ = ec.message();
+    }
     if (ec == asio::error::broken_pipe || ec == asio::error::connection_reset)
       ec = make_error_code(errc::closed);
   }
