@@ -269,16 +269,18 @@ main() {
           run_pytest "pytest$R" "$BUILD/mailroom" "$LOGS/pytest$L.log" tests/integration
         f=$PYTEST_FAILED
         # The Graph inbox (HTTP pool threads, concurrent coroutines), the que
-        # delivery (libpq on its pool's threads), letter_opener (GMime) and
-        # the set-aside paths once more under ASan + UBSan: a sanitizer
-        # report fails the run.
+        # delivery (libpq on its pool's threads), letter_opener (GMime), the
+        # set-aside paths and the cluster mode (watchers started and stopped
+        # by their leases) once more under ASan + UBSan: a sanitizer report
+        # fails the run.
         if [ "$ASAN_SERVICE" = 1 ]; then
           MAILROOM_FAULT_TABLE="$LOGS/fault-table-asan$L.json" \
             ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}" \
             UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
             run_pytest "pytest-asan$R" "$ASAN_BUILD/mailroom" "$LOGS/pytest-asan$L.log" \
             tests/integration/test_graph.py tests/integration/test_que.py \
-            tests/integration/test_letter_opener.py tests/integration/test_set_aside.py
+            tests/integration/test_letter_opener.py tests/integration/test_set_aside.py \
+            tests/integration/test_cluster.py
           f=$((f + PYTEST_FAILED))
         fi
       else

@@ -7,6 +7,7 @@
 #include "arbitration/noop_arbitrator.hpp"
 #include "arbitration/redis_arbitrator.hpp"
 #include "auth/token_source.hpp"
+#include "cluster/node.hpp"
 #include "common/logger.hpp"
 #include "delivery/http_client.hpp"
 #include "delivery/letter_opener.hpp"
@@ -119,6 +120,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
     return pg_pools.back().second;
   };
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
+  std::shared_ptr<log::logger> first_log;  // the cluster's lines go where mailbox 1's go
   int exit_code = 0;
   auto report_fatal = [&](const std::string& line) {
     exit_code = 1;
@@ -132,6 +134,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
       report_fatal(fmt::format("mailbox {}: {}", mb.label(), error));
       return 1;
     }
+    if (!first_log) first_log = log;
     std::shared_ptr<delivery::deliverer> deliverer;
     switch (mb.delivery) {
       case config::delivery_method::sidekiq:
@@ -232,7 +235,11 @@ int run_service(const config::config& cfg, const run_options& opts) {
   asio::steady_timer grace(ioc);
   asio::steady_timer hard_stop(ioc);
   bool shutting_down = false;
-  std::size_t running = watchers.size();
+  std::size_t running = 0;  // watchers whose run() has not returned
+  // Cluster mode: the node starts and stops watchers as it takes and gives
+  // up their leases; run() returns after it left the cluster.
+  std::unique_ptr<cluster::node> node;
+  bool node_running = false;
 
   auto finish = [&] {
     // Every watcher is done, so no delivery is in flight: what the HTTP pool
@@ -247,6 +254,9 @@ int run_service(const config::config& cfg, const run_options& opts) {
     hard_stop.cancel();
     asio::co_spawn(ex, redis.close_all(), asio::detached);
   };
+  auto maybe_finish = [&] {
+    if (shutting_down && running == 0 && !node_running) finish();
+  };
 
   std::function<void()> shutdown = [&] {
     if (shutting_down) {
@@ -255,7 +265,11 @@ int run_service(const config::config& cfg, const run_options& opts) {
     }
     shutting_down = true;
     health.set_running(false);
-    for (auto& w : watchers) w->stop();
+    if (node) {
+      node->leave();  // stops the watchers it started, then releases their leases
+    } else {
+      for (auto& w : watchers) w->stop();
+    }
     grace.expires_after(opts.shutdown_grace);
     grace.async_wait([&](error_code ec) {
       if (ec) return;
@@ -265,7 +279,7 @@ int run_service(const config::config& cfg, const run_options& opts) {
         if (!e) ioc.stop();
       });
     });
-    if (running == 0) finish();
+    maybe_finish();
   };
 
   std::function<void()> wait_signal = [&] {
@@ -277,22 +291,58 @@ int run_service(const config::config& cfg, const run_options& opts) {
   };
   wait_signal();
 
-  for (auto& w : watchers) {
+  // A coroutine of ours ended with an exception: report it, shut down.
+  auto internal_error = [&](std::exception_ptr e, const char* what) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      report_fatal(fmt::format("{}: {}", what, x.what()));
+    }
+    shutdown();
+  };
+
+  auto start_watcher = [&](std::size_t i) {
+    auto& w = watchers[i];
     auto on_fatal = [&, label = w->mailbox().label()](const mailbox::fatal_error& f) {
       report_fatal(fmt::format("mailbox {}: {}", label, f.message));
       shutdown();
     };
-    asio::co_spawn(ex, w->run(on_fatal), [&](std::exception_ptr e) {
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          report_fatal(fmt::format("internal error: {}", x.what()));
-        }
-        shutdown();
+    ++running;
+    asio::co_spawn(ex, w->run(on_fatal), [&, i](std::exception_ptr e) {
+      if (e) internal_error(e, "internal error");
+      --running;
+      if (node) {
+        watchers[i]->set_active(false);
+        node->watcher_stopped(i);
       }
-      if (--running == 0 && shutting_down) finish();
+      maybe_finish();
     });
+  };
+
+  if (cfg.cluster.enabled) {
+    std::vector<std::string> labels;
+    for (auto& w : watchers) {
+      labels.push_back(w->mailbox().label());
+      w->set_active(false);
+    }
+    cluster::node_hooks hooks;
+    hooks.start = [&](std::size_t i) {
+      watchers[i]->restart();
+      watchers[i]->set_active(true, node->ownership(i).since_unix_ms / 1000);
+      start_watcher(i);
+    };
+    hooks.stop = [&](std::size_t i) { watchers[i]->stop(); };
+    hooks.abort = [&](std::size_t i) { watchers[i]->abort(); };
+    node = std::make_unique<cluster::node>(ex, cfg.cluster, std::move(labels), std::move(hooks),
+                                           first_log ? first_log : log::logger::discard());
+    node_running = true;
+    asio::co_spawn(ex, node->run(), [&](std::exception_ptr e) {
+      node_running = false;
+      if (e) internal_error(e, "internal error in the cluster node");
+      maybe_finish();
+    });
+  } else {
+    for (std::size_t i = 0; i < watchers.size(); ++i) start_watcher(i);
   }
   if (watchers.empty()) shutdown();
 

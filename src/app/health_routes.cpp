@@ -97,6 +97,13 @@ const metric_def metrics[] = {
     {"mailroom_expunged_leftovers_total", "counter",
      "Messages left flagged \\Deleted by an earlier session, expunged at session start.",
      [](const mailbox::watcher& w) { return double(w.counters().expunged_leftovers); }},
+    {"mailroom_mailbox_owned", "gauge",
+     "1 while this instance watches the mailbox (always, without a cluster section).",
+     [](const mailbox::watcher& w) { return w.active() ? 1.0 : 0.0; }},
+    {"mailroom_mailbox_owned_since_timestamp_seconds", "gauge",
+     "When this instance took the mailbox's cluster lease (Unix time); 0 when it does not hold it "
+     "or without a cluster section.",
+     [](const mailbox::watcher& w) { return double(w.active_since()); }},
     {"mailroom_mailbox_connected", "gauge", "1 while the folder is selected.",
      [](const mailbox::watcher& w) { return w.connected() ? 1.0 : 0.0; }},
     {"mailroom_mailbox_target_ok", "gauge", "0 after a delivery failed because of the target.",
@@ -130,6 +137,7 @@ observability::route_handler make_health_routes(
     if (path == "/liveness") {
       if (!health.running()) return observability::http_reply{500, "Not running\n"};
       for (const auto& w : watchers) {
+        if (!w->active()) continue;  // cluster mode: another instance watches it
         const auto stalled = duration_cast<seconds>(w->stalled_for());
         if (stalled > stuck_after)
           return observability::http_reply{
@@ -142,6 +150,10 @@ observability::route_handler make_health_routes(
       bool ready = health.running();
       std::string body;
       for (const auto& w : watchers) {
+        if (!w->active()) {  // cluster mode: another instance watches it
+          body += fmt::format("{}: watched by another instance\n", w->mailbox().label());
+          continue;
+        }
         const bool ok = w->connected() && w->target_ok();
         ready = ready && ok;
         body += fmt::format("{}: {}{}{}\n", w->mailbox().label(), state_name(w->state()),

@@ -54,12 +54,17 @@ ops_commands::ops_commands(CLI::App& app) {
   auto* status = app.add_subcommand("status", "Per-mailbox counts, backlog age, queue and keys");
   add_mailbox(status, inv_);
   status->add_flag("--json", inv_.json, "JSON for scripts");
+  status->add_flag("--cluster", inv_.cluster,
+                   "The cluster's live instances and the mailboxes each watches (:cluster:)");
   status->footer(
       "Shows: reachable or the error, UIDVALIDITY, total / unseen / \\Deleted-not-expunged\n"
       "messages, age of the oldest unseen message, Sidekiq queue length (or webhook\n"
-      "reachability) and the arbitration keys held. Read-only.\n\n"
+      "reachability) and the arbitration keys held; with a cluster section, the instance\n"
+      "that watches the mailbox and since when. --cluster: the live instances and the\n"
+      "mailboxes each watches, from the cluster's Redis only. Read-only.\n\n"
       "Examples:\n  mailroom status -c mail_room.yml\n"
-      "  mailroom status -c mail_room.yml --mailbox incoming@example.com --json\n");
+      "  mailroom status -c mail_room.yml --mailbox incoming@example.com --json\n"
+      "  mailroom status -c mail_room.yml --cluster\n");
   commands_.push_back({status, &ops::run_status});
 
   auto* unseen = app.add_subcommand("unseen", "List unseen messages (changes nothing)");

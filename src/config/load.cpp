@@ -1,4 +1,5 @@
-// Entry points: ERB, then YAML, then the top level (mailboxes, health_check).
+// Entry points: ERB, then YAML, then the top level (mailboxes, health_check,
+// cluster).
 #include "config/load.hpp"
 
 #include "config/erb.hpp"
@@ -109,6 +110,34 @@ void read_health_check(detail::map_view& top, health_check& hc) {
   m.warn_unknown();
 }
 
+void read_cluster(detail::map_view& top, cluster_options& c) {
+  auto& ctx = top.ctx;
+  auto* e = top.get("cluster");
+  if (e == nullptr || e->value.IsNull()) return;
+  if (!e->value.IsMap()) {
+    ctx.error(e->line, "cluster",
+              "must be a mapping like {redis_url: redis://redis:6379, lease_ttl: 10} (got " +
+                  detail::describe_kind(e->value) + ")");
+    return;
+  }
+  detail::map_view m(ctx, e->value, "cluster", e->line);
+  c.enabled = true;
+  c.redis.namespace_prefix = "mailroom";
+  if (!m.has("redis_url") && !m.has("sentinels")) {
+    ctx.error(m.line(), "cluster.redis_url",
+              "is required: the Redis where the instances keep their mailbox leases");
+  }
+  detail::read_redis_target(m, c.redis, /*with_db=*/true);
+  if (c.redis.namespace_prefix.empty()) {
+    ctx.error(m.get("namespace")->line, "cluster.namespace", "must not be empty");
+  }
+  long long ttl = 0;
+  // Renewed every third of it; below 3 s a short network hiccup would move
+  // mailboxes around, above 5 minutes a crash strands them that long.
+  if (detail::read_int(m, "lease_ttl", 3, 300, ttl)) c.lease_ttl = std::chrono::seconds(ttl);
+  m.warn_unknown();
+}
+
 void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
   if (root.IsNull() || !root.IsDefined()) {
     ctx.error(0, "mailboxes", "no mailboxes configured (the file is empty)");
@@ -147,6 +176,7 @@ void read_top_level(detail::context& ctx, const YAML::Node& root, config& cfg) {
     }
     detail::check_mailboxes(ctx, cfg.mailboxes);
   }
+  read_cluster(top, cfg.cluster);
   read_health_check(top, cfg.health);
   if (cfg.health.enabled) {
     // A mailbox legitimately silent for longer than stuck_after (a long IDLE

@@ -307,10 +307,24 @@ struct health_check {
   std::chrono::seconds stuck_after{900};
 };
 
+// ours: `:cluster:`. Instances that share this Redis split the mailboxes
+// among them: each mailbox is watched by one live instance at a time, under a
+// lease (src/cluster). Absent: every instance watches every mailbox.
+struct cluster_options {
+  bool enabled = false;  // present in the file
+  // redis_url, sentinels, redis_ssl_params as for sidekiq; `namespace`
+  // (default "mailroom") prefixes the keys: "<namespace>:cluster:...".
+  redis_target redis;
+  // A lease not renewed for this long expires; an instance stops touching
+  // its mailboxes before then. Takeover after a crash takes about this long.
+  std::chrono::seconds lease_ttl{10};
+};
+
 struct config {
   std::string path;
   std::vector<mailbox> mailboxes;
   health_check health;
+  cluster_options cluster;
 };
 
 }  // namespace mailroom::config

@@ -269,6 +269,13 @@ void graph_watcher::stop() {
   if (sleep_timer_) sleep_timer_->cancel();
 }
 
+void graph_watcher::restart() {
+  stopping_ = false;
+  runner_.resume();
+  state_ = watcher_state::connecting;
+  health_.progress();
+}
+
 void graph_watcher::abort() {
   stop();
 }
@@ -386,7 +393,7 @@ asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)>
     // death (see imap_watcher).
     if (pass.claimed_elsewhere)
       wait = std::min<std::chrono::milliseconds>(
-          wait, std::max<std::chrono::milliseconds>(mb_.arbitration_opts.claim_ttl / 2, 1s));
+          wait, std::max<std::chrono::milliseconds>(mb_.arbitration_opts.claim_ttl / 4, 1s));
     auto f = context_line("Idling");
     f["poll_in_ms"] = wait.count();
     log_->info(f);

@@ -64,6 +64,7 @@ class graph_watcher final : public watcher {
   // Deliveries in flight finish and their messages are marked; nothing new
   // is listed, fetched or sent.
   void stop() override;
+  void restart() override;
   void abort() override;
 
  private:

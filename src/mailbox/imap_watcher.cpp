@@ -143,6 +143,13 @@ void imap_watcher::stop() {
   if (sleep_timer_) sleep_timer_->cancel();
 }
 
+void imap_watcher::restart() {
+  stopping_ = false;
+  runner_.resume();
+  state_ = watcher_state::connecting;
+  health_.progress();
+}
+
 void imap_watcher::abort() {
   stopping_ = true;
   runner_.stop();
@@ -267,12 +274,13 @@ asio::awaitable<error_code> imap_watcher::session(imap::client& c, bool& logged_
         std::min(std::chrono::seconds(mb_.idle_timeout), mb_.idle_check_interval);
     // Messages another instance claimed are normally flagged by it soon; if it
     // died instead, they become ours once its last renewal expires, within
-    // claim_ttl. Look again every half claim_ttl rather than after a whole
+    // claim_ttl. Look again every quarter claim_ttl rather than after a whole
     // idle_timeout (no new mail would wake us): such a message is delivered
-    // within 1.5 x claim_ttl of the other instance's death.
+    // within 1.25 x claim_ttl of the other instance's death (a cluster
+    // takeover included, README "Several instances").
     if (pass.claimed_elsewhere)
       wait = std::min<std::chrono::milliseconds>(
-          wait, std::max<std::chrono::milliseconds>(mb_.arbitration_opts.claim_ttl / 2,
+          wait, std::max<std::chrono::milliseconds>(mb_.arbitration_opts.claim_ttl / 4,
                                                     std::chrono::seconds(1)));
     // Mail announced while we were busy: look again before idling.
     if (c.take_new_mail_hint()) continue;

@@ -58,6 +58,7 @@ class imap_watcher final : public watcher {
   // An in-flight delivery finishes and is flagged, IDLE ends with DONE, the
   // session ends with LOGOUT.
   void stop() override;
+  void restart() override;
   void abort() override;
 
  private:

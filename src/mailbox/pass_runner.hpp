@@ -75,6 +75,9 @@ class pass_runner {
   // Shutdown: deliveries waiting for a slot are not sent, those running
   // finish, nothing more is fetched.
   void stop();
+  // After stop(), once no pass runs: passes may run again (a watcher
+  // restarted, cluster mode).
+  void resume() { stopping_ = false; }
 
   struct pass_run;  // one pass on the event loop (.cpp)
 

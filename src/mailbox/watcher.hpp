@@ -45,6 +45,19 @@ class watcher {
   virtual void stop() = 0;
   // Shutdown grace period over: close connections now.
   virtual void abort() = 0;
+  // After run() returned: the next run() starts afresh (cluster mode: the
+  // mailbox's lease came back). Counters are kept.
+  virtual void restart() = 0;
+  // Whether this instance watches the mailbox (false in cluster mode while
+  // another instance holds its lease): /readiness only waits for those.
+  bool active() const { return active_; }
+  // `since`: when this instance took the mailbox's lease (Unix seconds; 0
+  // without a cluster).
+  void set_active(bool a, std::int64_t since = 0) {
+    active_ = a;
+    active_since_ = a ? since : 0;
+  }
+  std::int64_t active_since() const { return active_since_; }
 
   const config::mailbox& mailbox() const { return mb_; }
   watcher_state state() const { return state_; }
@@ -74,6 +87,8 @@ class watcher {
   const config::mailbox& mb_;
   watcher_state state_ = watcher_state::connecting;
   watcher_health health_;
+  bool active_ = true;
+  std::int64_t active_since_ = 0;
 };
 
 }  // namespace mailroom::mailbox

@@ -29,6 +29,7 @@ struct invocation {
   bool body = false;         // peek --body
   bool unseen = false;       // reingest --unseen: also clear \Seen
   bool force = false;        // reingest --force: also clear in-flight claims
+  bool cluster = false;      // status --cluster: the cluster's instances and their mailboxes
   std::uint32_t uid = 0;     // peek UID
 
   std::ostream* out = nullptr;

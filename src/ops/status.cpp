@@ -2,6 +2,7 @@
 // INTERNALDATE fetch, LLEN, SCAN; for Graph: the unread listing and the
 // oldest unread message).
 #include "config/load.hpp"
+#include "ops/cluster_view.hpp"
 #include "ops/common.hpp"
 #include "ops/graph_probe.hpp"
 #include "ops/output.hpp"
@@ -10,7 +11,10 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <map>
+#include <optional>
 #include <ostream>
+#include <set>
 
 namespace mailroom::ops {
 
@@ -152,8 +156,21 @@ asio::awaitable<bool> arbitration_part(asio::any_io_executor ex, const config::m
   co_return p.ok;
 }
 
+void print_owner(std::ostream& out, const json& o) {
+  if (o.is_null()) {
+    out << "  owner:         none (no live instance holds its lease)\n";
+  } else if (o.contains("error")) {
+    out << "  owner:         UNKNOWN: " << o["error"].get<std::string>() << "\n";
+  } else {
+    out << fmt::format("  owner:         {} since {} ({})\n", o["instance"].get<std::string>(),
+                       o["since"].get<std::string>(),
+                       format_age(std::chrono::seconds(o["for_seconds"].get<std::int64_t>())));
+  }
+}
+
 void print_human(std::ostream& out, const json& j) {
   out << j["mailbox"].get<std::string>() << "\n";
+  if (j.contains("owner")) print_owner(out, j["owner"]);
   if (j.contains("graph")) {
     const auto& g = j["graph"];
     if (!g["reachable"].get<bool>()) {
@@ -232,14 +249,85 @@ void print_human(std::ostream& out, const json& j) {
   }
 }
 
-asio::awaitable<int> status(asio::any_io_executor ex,
+// `status --cluster`: the live instances and the mailboxes each holds.
+asio::awaitable<int> cluster_status(asio::any_io_executor ex, const config::config& cfg,
+                                    const invocation& inv) {
+  const cluster_view v = co_await read_cluster(ex, cfg.cluster);
+  if (!v.ok) {
+    *inv.err << "mailroom status: cluster: " << v.error << "\n";
+    co_return exit_failure;
+  }
+  json members = json::array();
+  std::map<std::string, json> held;
+  std::vector<std::string> unowned;
+  std::set<std::string> live;
+  for (const auto& m : v.members) live.insert(m.id);
+  for (const auto& mb : cfg.mailboxes) {
+    const auto label = mb.label();
+    json o = owner_json(v, label);
+    if (o.is_null() || !live.count(o["instance"].get<std::string>())) {
+      unowned.push_back(label);
+      continue;
+    }
+    const std::string id = o["instance"].get<std::string>();
+    o.erase("instance");
+    o["mailbox"] = label;
+    held[id].push_back(std::move(o));
+  }
+  for (const auto& m : v.members) {
+    json e;
+    e["id"] = m.id;
+    e["version"] = m.record.is_object() ? m.record.value("version", json(nullptr)) : json(nullptr);
+    e["started"] = nullptr;
+    if (m.record.is_object() && m.record.contains("started_at_ms"))
+      e["started"] = json_time(m.record["started_at_ms"].get<std::int64_t>() / 1000);
+    e["mailboxes"] = held.count(m.id) ? held[m.id] : json::array();
+    members.push_back(std::move(e));
+  }
+  if (inv.json) {
+    json j;
+    j["cluster"] = {{"redis", v.redis},
+                    {"namespace", cfg.cluster.redis.namespace_prefix},
+                    {"lease_ttl", cfg.cluster.lease_ttl.count()},
+                    {"members", members},
+                    {"unowned", unowned}};
+    *inv.out << dump(j, 2) << "\n";
+    co_return exit_ok;
+  }
+  auto& out = *inv.out;
+  out << fmt::format("cluster {} ({}), lease_ttl {} s: {} live instance(s)\n",
+                     cfg.cluster.redis.namespace_prefix, v.redis, cfg.cluster.lease_ttl.count(),
+                     members.size());
+  for (const auto& e : members) {
+    out << fmt::format("  {}  version {}, started {}, {} mailbox(es)\n", e["id"].get<std::string>(),
+                       e["version"].is_string() ? e["version"].get<std::string>() : "-",
+                       e["started"].is_string() ? e["started"].get<std::string>() : "-",
+                       e["mailboxes"].size());
+    for (const auto& o : e["mailboxes"])
+      out << fmt::format("    {}  since {} ({})\n", o["mailbox"].get<std::string>(),
+                         o["since"].get<std::string>(),
+                         format_age(std::chrono::seconds(o["for_seconds"].get<std::int64_t>())));
+  }
+  out << fmt::format("  without a live owner: {}\n", unowned.size());
+  for (const auto& l : unowned) out << "    " << l << "\n";
+  co_return exit_ok;
+}
+
+asio::awaitable<int> status(asio::any_io_executor ex, const config::config& cfg,
                             const std::vector<const config::mailbox*>& mailboxes,
                             const invocation& inv) {
   bool all_ok = true;
   json reports = json::array();
+  std::optional<cluster_view> cluster;
+  if (cfg.cluster.enabled) cluster = co_await read_cluster(ex, cfg.cluster);
   for (const auto* mb : mailboxes) {
     json j;
     j["mailbox"] = mb->label();
+    if (cluster) {
+      j["owner"] =
+          cluster->ok ? owner_json(*cluster, mb->label()) : json{{"error", cluster->error}};
+      all_ok = all_ok && cluster->ok;
+    }
     bool imap_ok = false;
     if (mb->is_graph()) {
       imap_ok = co_await graph_part(ex, *mb, j);
@@ -269,7 +357,15 @@ int run_status(const config::config& cfg, const invocation& inv) {
     *inv.err << "mailroom status: " << error << "\n";
     return exit_usage;
   }
-  return run_on_loop([&](asio::any_io_executor ex) { return status(ex, mailboxes, inv); },
+  if (inv.cluster) {
+    if (!cfg.cluster.enabled) {
+      *inv.err << "mailroom status: --cluster: the configuration has no cluster section\n";
+      return exit_usage;
+    }
+    return run_on_loop([&](asio::any_io_executor ex) { return cluster_status(ex, cfg, inv); },
+                       *inv.err);
+  }
+  return run_on_loop([&](asio::any_io_executor ex) { return status(ex, cfg, mailboxes, inv); },
                      *inv.err);
 }
 

@@ -739,6 +739,43 @@ TEST(load, health_check) {
               "supported; health check disabled");
 }
 
+TEST(load, cluster) {
+  auto r =
+      load(noop + ":cluster:\n  :redis_url: redis://:s3cret@10.0.0.5:6380/2\n  :lease_ttl: 15\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_TRUE(r.cfg->cluster.enabled);
+  EXPECT_EQ(r.cfg->cluster.redis.host, "10.0.0.5");
+  EXPECT_EQ(r.cfg->cluster.redis.port, 6380);
+  EXPECT_EQ(r.cfg->cluster.redis.db, 2);
+  EXPECT_EQ(r.cfg->cluster.redis.namespace_prefix, "mailroom");
+  EXPECT_EQ(r.cfg->cluster.lease_ttl, std::chrono::seconds(15));
+
+  r = load(noop);
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_FALSE(r.cfg->cluster.enabled);
+
+  r = load(noop + "cluster:\n  redis_url: redis://localhost\n  namespace: helpdesk\n");
+  ASSERT_TRUE(r.ok()) << test::dump(r);
+  EXPECT_EQ(r.cfg->cluster.redis.namespace_prefix, "helpdesk");
+  EXPECT_EQ(r.cfg->cluster.lease_ttl, std::chrono::seconds(10));
+
+  r = load(noop + "cluster:\n  lease_ttl: 10\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: cluster.redis_url: is required: the Redis where the instances keep "
+              "their mailbox leases");
+  r = load(noop + "cluster:\n  redis_url: redis://localhost\n  lease_ttl: 1\n");
+  EXPECT_DIAG(r, "config.yml:8: cluster.lease_ttl: must be between 3 and 300 (got 1)");
+  r = load(noop + "cluster: yes\n");
+  EXPECT_DIAG(r,
+              "config.yml:6: cluster: must be a mapping like {redis_url: redis://redis:6379, "
+              "lease_ttl: 10} (got a boolean)");
+  r = load(noop + "cluster:\n  redis_url: redis://localhost\n  leases: 3\n");
+  EXPECT_DIAG(r, "config.yml:8: warning: cluster: unknown key `leases` (ignored)");
+  // The password in the URL is never printed.
+  r = load(noop + "cluster:\n  redis_url: redis://:s3cret@localhost:99999\n");
+  EXPECT_EQ(test::dump(r).find("s3cret"), std::string::npos) << test::dump(r);
+}
+
 TEST(load, inbox_method) {
   auto r = load(noop + "    inbox_method: imap\n    inbox_options: {tenant_id: t}\n");
   EXPECT_TRUE(r.ok());
