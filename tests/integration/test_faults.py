@@ -1097,8 +1097,14 @@ def test_sigkill_mid_drain_then_restart(servers, user, workdir, mailroom, fault_
             t.add_note(f"killed after {K} jobs with {len(claims)} claims outstanding")
             cfg2 = renamed(cfg, workdir, "mailroom-restart")
             cfg2["mailboxes"][0]["delivery_options"]["redis_url"] = servers.redis_url
+            t_restart = time.monotonic()
             mr2 = mailroom(cfg2, name="mailroom-restart")
             wait_drained(t, mr2, 60)
+            took = time.monotonic() - t_restart
+            t.add_note(f"restart -> all delivered in {took:.1f} s")
+            # The stale claims expire within claim_ttl of the kill and the new
+            # process looks again every quarter claim_ttl: 12.5 s at most.
+            assert took < 15, f"{took:.1f} s from the restart until every message was delivered"
             mr2.stop_ok(timeout=30)
             assert not arbitration_keys(r, ns, user, servers.imap_port), "claims left after the drain"
             c = t.check(same_jid_duplicates_ok=True)
