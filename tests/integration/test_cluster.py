@@ -8,6 +8,7 @@ each mailroom process (and, per user, the sessions Dovecot shows in IDLE).
 """
 import json
 import os
+import signal
 import threading
 import time
 import uuid
@@ -322,4 +323,39 @@ def test_a_stopped_instance_hands_its_mailboxes_over_at_once(cluster, mailroom, 
         cluster.inject("after", t)
         cluster.wait_drained(t, procs[1], 60)
         procs[1].stop_ok(timeout=30)
+        t.check()
+
+
+def test_a_paused_instance_closes_its_mailboxes_when_it_wakes(cluster, mailroom, fault_table):
+    """SIGSTOP one of 3 instances for longer than lease_ttl: the other two
+    take its mailboxes (its frozen TCP sessions still open on Dovecot's side),
+    mail sent meanwhile is delivered once; on SIGCONT it finds each of its
+    leases expired and closes those sessions at once, leaving one session per
+    mailbox."""
+    cluster.lease_ttl = 6
+    with cluster.tally(fault_table, "cluster: 1 of 3 paused past its leases") as t:
+        procs = [mailroom(cluster.config(f"node{k}"), name=f"node{k}") for k in range(3)]
+        cluster.wait_spread(procs, 60, "10 sessions per instance")
+        frozen, others = procs[0], procs[1:]
+        mine = cluster.sessions([frozen])[0]
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            # The others hold all 30 leases (the frozen sessions stay open).
+            harness.wait_until(lambda: sum(cluster.sessions(others)) == MAILBOXES, 30,
+                               "the paused instance's mailboxes taken by the others", proc=others[0])
+            t.add_note(f"taken over {time.monotonic() - t0:.1f} s after SIGSTOP")
+            cluster.inject("paused", t)
+            cluster.wait_drained(t, others[0], 60)
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        t1 = time.monotonic()
+        lost = lambda: len(frozen.records("mailbox lease lost: closing the mailbox now"))
+        harness.wait_until(lambda: lost() >= mine and cluster.sessions([frozen])[0] == 0, 30,
+                           "the woken instance to close its mailboxes", proc=frozen)
+        t.add_note(f"closed its {mine} sessions {time.monotonic() - t1:.1f} s after SIGCONT")
+        per = cluster.wait_spread(procs, 60, "the three instances even again")
+        t.add_note("sessions after: " + "/".join(map(str, per)))
+        for p in procs:
+            p.stop_ok(timeout=30)
         t.check()
