@@ -9,6 +9,9 @@ lease_timing lease_timing::from_ttl(clock::duration ttl) {
   t.ttl = ttl;
   t.renew_every = ttl / 3;
   t.safety = std::max<clock::duration>(ttl / 10, std::chrono::milliseconds(100));
+  t.retry_take = std::min<clock::duration>(
+      t.renew_every, std::max<clock::duration>(ttl / 10, std::chrono::milliseconds(500)));
+  t.heartbeat_every = ttl / 5;
   return t;
 }
 
@@ -80,10 +83,10 @@ void lease::on_take(lease_reply r, clock::time_point sent) {
     next_renew_at_ = sent + timing_.renew_every;
     return;
   }
-  // Another instance holds it (it is handing over, or thinks it is its), or
-  // Redis did not answer: try again a renewal period later.
+  // Another instance holds it (it is handing over, or died and its key is
+  // about to expire), or Redis did not answer: try again soon.
   state_ = lease_state::idle;
-  retry_take_at_ = sent + timing_.renew_every;
+  retry_take_at_ = sent + timing_.retry_take;
 }
 
 void lease::on_renew(lease_reply r, clock::time_point sent) {

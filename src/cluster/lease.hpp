@@ -31,7 +31,15 @@ struct lease_timing {
   clock::duration ttl = std::chrono::seconds(10);
   clock::duration renew_every = std::chrono::seconds(10) / 3;
   clock::duration safety = std::chrono::seconds(1);
-  // From `ttl`: renewal every third of it, safety a tenth (at least 100 ms).
+  // A take that found the key held is tried again this soon: the holder may
+  // be handing over, or dead with its key about to expire.
+  clock::duration retry_take = std::chrono::seconds(1);
+  // How often the membership is renewed and the live members read: a dead
+  // member is noticed this long after its membership expired, at most.
+  clock::duration heartbeat_every = std::chrono::seconds(2);
+  // From `ttl`: renewal every third of it, heartbeat every fifth, safety a
+  // tenth (at least 100 ms), a failed take retried after a tenth (at least
+  // 500 ms, at most a renewal period).
   static lease_timing from_ttl(clock::duration ttl);
 };
 

@@ -248,7 +248,7 @@ asio::awaitable<void> node::run() {
     woken_ = false;
     if (!leaving_ && clock::now() >= next_heartbeat_) {
       co_await heartbeat();
-      next_heartbeat_ = clock::now() + timing_.renew_every;
+      next_heartbeat_ = clock::now() + timing_.heartbeat_every;
     }
     co_await round();
     if (leaving_ && std::all_of(leases_.begin(), leases_.end(),

@@ -4,7 +4,7 @@
 // given (cluster/lease.hpp), telling the coordinator, through hooks, when to
 // start, stop or abort the watcher of a mailbox.
 //
-// One loop on the io_context: a heartbeat every third of lease_ttl (one EVAL:
+// One loop on the io_context: a heartbeat every fifth of lease_ttl (one EVAL:
 // renew the membership, list the live members), then the leases' actions,
 // batched (one EVAL each for the takes, the renewals and the releases of a
 // round). Redis answers decide who may take a mailbox; the local clock

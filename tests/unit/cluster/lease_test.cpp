@@ -44,14 +44,23 @@ TEST_F(Lease, TakeThenWatchThenRenewEveryThirdOfTheTtl) {
   EXPECT_EQ(l_.valid_until(), sent + seconds(9) - milliseconds(900));
 }
 
-TEST_F(Lease, AKeyHeldElsewhereIsRetriedARenewalPeriodLater) {
+TEST_F(Lease, AKeyHeldElsewhereIsRetriedATenthOfTheTtlLater) {
   l_.want(true);
   ASSERT_EQ(l_.next(t0_), lease_action::take);
   l_.on_take(lease_reply::not_ours, t0_);
   EXPECT_EQ(l_.state(), lease_state::idle);
-  EXPECT_EQ(l_.next(t0_ + seconds(1)), lease_action::none);
-  EXPECT_EQ(l_.next_deadline(), t0_ + seconds(3));
-  EXPECT_EQ(l_.next(t0_ + seconds(3)), lease_action::take);
+  EXPECT_EQ(l_.next(t0_ + milliseconds(500)), lease_action::none);
+  EXPECT_EQ(l_.next_deadline(), t0_ + milliseconds(900));
+  EXPECT_EQ(l_.next(t0_ + milliseconds(900)), lease_action::take);
+}
+
+TEST(LeaseTiming, FromTtl) {
+  const auto t = lease_timing::from_ttl(seconds(10));
+  EXPECT_EQ(t.renew_every, clock::duration(seconds(10)) / 3);
+  EXPECT_EQ(t.heartbeat_every, seconds(2));
+  EXPECT_EQ(t.safety, seconds(1));
+  EXPECT_EQ(t.retry_take, seconds(1));
+  EXPECT_EQ(lease_timing::from_ttl(seconds(3)).retry_take, milliseconds(500));
 }
 
 TEST_F(Lease, ARenewalThatFindsAnotherOwnerAbortsAtOnce) {
