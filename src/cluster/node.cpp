@@ -123,6 +123,8 @@ asio::awaitable<void> node::heartbeat() {
     co_return;
   }
   heartbeat_ok_ = true;
+  // Redis lists them by membership expiry, which every heartbeat changes.
+  std::sort(live->begin(), live->end());
   if (*live != members_) {
     members_ = std::move(*live);
     log::fields f;
