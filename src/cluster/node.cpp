@@ -111,7 +111,6 @@ asio::awaitable<void> node::heartbeat() {
   std::optional<std::vector<std::string>> live;
   if (r && !r->is_error()) live = parse_members(*r);
   if (!live) {
-    ++stats_.heartbeat_failures;
     if (heartbeat_ok_) {
       log::fields f;
       f["action"] = "cluster heartbeat failed";
@@ -163,7 +162,6 @@ asio::awaitable<void> node::round() {
             releases.push_back(i);
             break;
           case lease_action::start_watcher:
-            ++stats_.taken;
             f["action"] = "mailbox lease taken";
             log_->info(f);
             hooks_.start(i);
@@ -174,7 +172,6 @@ asio::awaitable<void> node::round() {
             hooks_.stop(i);
             break;
           case lease_action::abort_watcher:
-            ++stats_.lost;
             f["action"] = "mailbox lease lost: closing the mailbox now";
             log_->warn(f);
             hooks_.abort(i);
@@ -228,7 +225,6 @@ asio::awaitable<void> node::round() {
             l.on_renew(rs[j], sent);
             break;
           default:
-            if (rs[j] == lease_reply::done && !l.wanted()) ++stats_.handed_over;
             l.on_release(rs[j]);
             break;
         }

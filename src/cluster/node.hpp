@@ -70,15 +70,6 @@ class node {
   const std::string& id() const { return id_; }
   std::vector<std::string> members() const { return members_; }
   mailbox_ownership ownership(std::size_t i) const;
-  // Leases taken, lost (aborted because not renewed in time or found taken),
-  // handed over (released after a graceful stop): for /metrics.
-  struct counters {
-    std::uint64_t taken = 0;
-    std::uint64_t lost = 0;
-    std::uint64_t handed_over = 0;
-    std::uint64_t heartbeat_failures = 0;
-  };
-  const counters& stats() const { return stats_; }
 
  private:
   boost::asio::awaitable<void> heartbeat();
@@ -104,7 +95,6 @@ class node {
   bool heartbeat_ok_ = true;  // log a failed heartbeat once, not every time
   clock::time_point next_heartbeat_{};
   boost::asio::steady_timer wake_timer_;
-  counters stats_;
 };
 
 }  // namespace mailroom::cluster
