@@ -2,7 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+
+#ifndef MAILROOM_VERSION
+#define MAILROOM_VERSION "0.1.0"
+#endif
 
 namespace mailroom::app {
 
@@ -10,6 +15,13 @@ namespace {
 
 using std::chrono::duration_cast;
 using std::chrono::seconds;
+
+std::int64_t unix_now() {
+  return duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+// Taken when the program starts (static initialisation).
+const double process_start =
+    std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 
 const char* state_name(mailbox::watcher_state s) {
   switch (s) {
@@ -92,6 +104,11 @@ const metric_def metrics[] = {
     {"mailroom_connection_errors_total", "counter",
      "IMAP sessions ended by an error (followed by a reconnect).",
      [](const mailbox::watcher& w) { return double(w.counters().connection_errors); }},
+    {"mailroom_login_failures_total", "counter",
+     "IMAP sessions whose login the server refused (credentials, token, or a passing refusal).",
+     [](const mailbox::watcher& w) { return double(w.counters().login_failures); }},
+    {"mailroom_message_bytes_total", "counter", "Message bytes fetched from the mailbox.",
+     [](const mailbox::watcher& w) { return double(w.counters().bytes_fetched); }},
     {"mailroom_uidvalidity_changes_total", "counter", "UIDVALIDITY changes seen at SELECT.",
      [](const mailbox::watcher& w) { return double(w.counters().uidvalidity_changes); }},
     {"mailroom_expunged_leftovers_total", "counter",
@@ -113,17 +130,90 @@ const metric_def metrics[] = {
      [](const mailbox::watcher& w) {
        return std::chrono::duration<double>(w.stalled_for()).count();
      }},
+    {"mailroom_mailbox_unseen_messages", "gauge",
+     "Unseen messages in the folder, counted after each pass (what STATUS UNSEEN gives); 0 where "
+     "another instance owns the mailbox.",
+     [](const mailbox::watcher& w) { return double(w.health().unseen.messages); }},
+    {"mailroom_mailbox_oldest_unseen_age_seconds", "gauge",
+     "Age of the oldest unseen message (from its arrival in the mailbox); 0 when none.",
+     [](const mailbox::watcher& w) {
+       const auto& u = w.health().unseen;
+       if (u.messages == 0 || u.oldest_arrival <= 0) return 0.0;
+       return double(std::max<std::int64_t>(0, unix_now() - u.oldest_arrival));
+     }},
+    {"mailroom_mailbox_last_pass_timestamp_seconds", "gauge",
+     "When the last pass over the folder ended (Unix time); 0 before the first.",
+     [](const mailbox::watcher& w) { return double(w.health().unseen.counted_at); }},
+    {"mailroom_tls_certificate_expiry_timestamp_seconds", "gauge",
+     "notAfter of the IMAP server's certificate at the last TLS handshake (Unix time); 0 without "
+     "TLS.",
+     [](const mailbox::watcher& w) { return double(w.health().certificate_expiry); }},
 };
+
+struct histogram_def {
+  const char* name;
+  const char* help;
+  const histogram& (*of)(const mailbox::watcher&);
+};
+
+const histogram_def histograms[] = {
+    {"mailroom_delivery_latency_seconds",
+     "From a message's arrival in the mailbox (INTERNALDATE, whole seconds) to the delivery "
+     "target's acknowledgement.",
+     [](const mailbox::watcher& w) -> const histogram& { return w.health().delivery_latency; }},
+    {"mailroom_target_response_seconds",
+     "One delivery request to the target (Sidekiq Redis, webhook, que), whatever its answer.",
+     [](const mailbox::watcher& w) -> const histogram& { return w.health().target_response; }},
+};
+
+// Prometheus's float format: integers without a fraction, +Inf spelt so.
+std::string number(double v) {
+  return fmt::format("{}", v);
+}
 
 }  // namespace
 
 std::string render_metrics(const std::vector<std::unique_ptr<mailbox::watcher>>& watchers) {
   std::string out;
+  out +=
+      "# HELP mailroom_build_info The running mailroom's version (always 1).\n"
+      "# TYPE mailroom_build_info gauge\n";
+  out += fmt::format("mailroom_build_info{{version=\"{}\"}} 1\n", label_value(MAILROOM_VERSION));
+  out +=
+      "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
+      "# TYPE process_start_time_seconds gauge\n";
+  out += fmt::format("process_start_time_seconds {:.3f}\n", process_start);
   for (const auto& m : metrics) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", m.name, help_text(m.help), m.name, m.type);
     for (const auto& w : watchers)
       out += fmt::format("{}{{mailbox=\"{}\"}} {}\n", m.name, label_value(w->mailbox().label()),
-                         m.value(*w));
+                         number(m.value(*w)));
+  }
+  // Mailboxes that share OAuth2 credentials share one token source, and
+  // each shows its counts: aggregate with max by the credentials, not sum.
+  out +=
+      "# HELP mailroom_token_renewals_total OAuth2 access-token requests of the mailbox's token "
+      "source, by result.\n# TYPE mailroom_token_renewals_total counter\n";
+  for (const auto& w : watchers) {
+    const auto t = w->tokens();
+    const auto mb = label_value(w->mailbox().label());
+    out += fmt::format("mailroom_token_renewals_total{{mailbox=\"{}\",result=\"ok\"}} {}\n", mb,
+                       t.renewals);
+    out += fmt::format("mailroom_token_renewals_total{{mailbox=\"{}\",result=\"failed\"}} {}\n", mb,
+                       t.failures);
+  }
+  for (const auto& h : histograms) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", h.name, help_text(h.help), h.name);
+    for (const auto& w : watchers) {
+      const histogram& x = h.of(*w);
+      const auto mb = label_value(w->mailbox().label());
+      for (std::size_t i = 0; i < x.bounds().size(); ++i)
+        out += fmt::format("{}_bucket{{mailbox=\"{}\",le=\"{}\"}} {}\n", h.name, mb,
+                           number(x.bounds()[i]), x.cumulative(i));
+      out += fmt::format("{}_bucket{{mailbox=\"{}\",le=\"+Inf\"}} {}\n", h.name, mb, x.count());
+      out += fmt::format("{}_sum{{mailbox=\"{}\"}} {}\n", h.name, mb, number(x.sum()));
+      out += fmt::format("{}_count{{mailbox=\"{}\"}} {}\n", h.name, mb, x.count());
+    }
   }
   return out;
 }

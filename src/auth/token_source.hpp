@@ -39,8 +39,8 @@ class oauth2_token_source : public imap::token_source,
   void reject(std::uint64_t generation) override;
 
   // For /metrics and tests: tokens obtained, and failed requests.
-  std::uint64_t renewals() const { return renewals_; }
-  std::uint64_t failures() const { return failures_; }
+  std::uint64_t renewals() const override { return renewals_; }
+  std::uint64_t failures() const override { return failures_; }
 
  private:
   struct waiter {

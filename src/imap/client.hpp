@@ -66,6 +66,9 @@ class token_source {
   // The server refused this token: the next get() fetches a new one (unless
   // a newer token exists already).
   virtual void reject(std::uint64_t generation) = 0;
+  // For /metrics: tokens obtained, and failed requests.
+  virtual std::uint64_t renewals() const { return 0; }
+  virtual std::uint64_t failures() const { return 0; }
 };
 
 struct client_options {
@@ -169,6 +172,8 @@ class client {
   const std::string& last_error() const { return last_error_; }
   // Whether the TLS handshake of this session resumed an earlier session.
   bool tls_resumed() const { return stream_.tls_resumed(); }
+  // notAfter of the server's certificate (Unix seconds); 0 without TLS.
+  std::int64_t certificate_expiry() const { return stream_.certificate_expiry(); }
 
   // Operator commands (src/ops) -------------------------------------------
   // Defined in client_ops.cpp. Only the operator CLI calls these.

@@ -36,6 +36,23 @@ class graph_watcher::graph_inbox final : public inbox {
   // The request that failed during the pass: it ended the pass (an inbox
   // error) or only left some messages for later (throttled while fetching).
   const std::optional<graph::failure>& failure() const { return failure_; }
+  // What is still unread in the folder after the pass, of what was listed:
+  // not flagged read (or deleted), not moved aside, not gone meanwhile.
+  unseen_count unseen_after(const std::vector<std::uint32_t>& flagged) const {
+    std::vector<bool> left(listed_.size(), true);
+    for (const auto k : flagged)
+      if (k >= 1 && k <= left.size()) left[k - 1] = false;
+    for (const auto k : gone_)
+      if (k >= 1 && k <= left.size()) left[k - 1] = false;
+    unseen_count u;
+    for (std::size_t i = 0; i < left.size(); ++i) {
+      if (!left[i]) continue;
+      ++u.messages;
+      const std::int64_t r = listed_[i].received;
+      if (r > 0 && (u.oldest_arrival == 0 || r < u.oldest_arrival)) u.oldest_arrival = r;
+    }
+    return u;
+  }
 
   asio::awaitable<error_code> sizes(const std::vector<std::uint32_t>& keys,
                                     std::vector<message_size>& out) override {
@@ -82,7 +99,10 @@ class graph_watcher::graph_inbox final : public inbox {
       graph::failure fail;
       if (move) {
         const error_code ec = co_await w_.client_.move(m.id, policy.folder, fail);
-        if (!ec || ec == graph::graph_errc::not_found) continue;
+        if (!ec || ec == graph::graph_errc::not_found) {
+          gone_.push_back(k);
+          continue;
+        }
         if (graph::is_retriable(ec)) co_return std::pair{remember(fail), false};
         auto w = w_.context_line("cannot move messages set aside; tagging them instead");
         w["folder"] = policy.folder;
@@ -116,7 +136,10 @@ class graph_watcher::graph_inbox final : public inbox {
       bool too_large = false;
       auto body = co_await w_.client_.mime(m.id, w_.mb_.max_message_size, too_large, fail);
       if (!body) {
-        if (body.error() == graph::graph_errc::not_found) co_return true;  // gone meanwhile
+        if (body.error() == graph::graph_errc::not_found) {  // gone meanwhile
+          gone_.push_back(k);
+          co_return true;
+        }
         remember(fail);
         if (!graph::is_retriable(body.error())) permanent = fail;
         // Throttled or unavailable: the rest wait for the next pass;
@@ -242,6 +265,7 @@ class graph_watcher::graph_inbox final : public inbox {
   graph_watcher& w_;
   std::vector<graph::listed_message> listed_;
   std::optional<graph::failure> failure_;
+  std::vector<std::uint32_t> gone_;  // moved aside or found deleted during the pass
 };
 
 graph_watcher::graph_watcher(asio::any_io_executor ex, const config::mailbox& mb,
@@ -256,11 +280,17 @@ graph_watcher::graph_watcher(asio::any_io_executor ex, const config::mailbox& mb
       arbitrator_(std::move(arbitrator)),
       log_(std::move(log)),
       opts_(opts),
+      tokens_(tokens),
       client_(std::move(http), std::move(tokens), opts.graph),
       retry_(opts.retry_min, opts.retry_max),
       runner_(
           ex, deliverer_, arbitrator_, log_,
           [this](const char* action) { return context_line(action); }, health_) {}
+
+watcher::token_counts graph_watcher::tokens() const {
+  if (!tokens_) return {};
+  return {tokens_->renewals(), tokens_->failures()};
+}
 
 void graph_watcher::stop() {
   stopping_ = true;
@@ -342,6 +372,11 @@ asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)>
       graph_inbox in(*this, std::move(*listed));
       std::vector<std::uint32_t> keys = in.keys();
       pass = co_await runner_.run(in, std::move(keys), settings);
+      // A listing cut at max_listed counts no further than that.
+      health_.unseen = in.unseen_after(pass.flagged);
+      health_.unseen.counted_at = std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
       if (pass.bytes_fetched >= allocator::release_after_bytes) allocator::release_free_memory();
       retry_.pass_ended(std::chrono::steady_clock::now(), pass.delivery_failed, pass.delivered > 0,
                         std::chrono::seconds(mb_.idle_timeout));

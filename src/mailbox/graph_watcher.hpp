@@ -66,6 +66,7 @@ class graph_watcher final : public watcher {
   void stop() override;
   void restart() override;
   void abort() override;
+  token_counts tokens() const override;
 
  private:
   class graph_inbox;
@@ -78,6 +79,7 @@ class graph_watcher final : public watcher {
   std::shared_ptr<arbitration::arbitrator> arbitrator_;
   std::shared_ptr<log::logger> log_;
   graph_watcher_options opts_;
+  std::shared_ptr<imap::token_source> tokens_;  // for /metrics; client_ uses it
   graph::client client_;
   bool stopping_ = false;
   // Messages set aside that could be neither tagged nor moved (reported

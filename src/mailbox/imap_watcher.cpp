@@ -35,7 +35,8 @@ class imap_watcher::imap_inbox final : public inbox {
   asio::awaitable<error_code> sizes(const std::vector<std::uint32_t>& keys,
                                     std::vector<message_size>& out) override {
     const auto& mb = w_.mb_;
-    auto m = co_await c_.uid_fetch_meta(keys, mb.max_message_age.count() > 0);
+    // INTERNALDATE always: the delivery latency starts there.
+    auto m = co_await c_.uid_fetch_meta(keys, /*with_date=*/true);
     if (!m) co_return m.error();
     meta_.clear();
     out.reserve(m->size());
@@ -150,6 +151,11 @@ void imap_watcher::restart() {
   health_.progress();
 }
 
+watcher::token_counts imap_watcher::tokens() const {
+  if (!opts_.imap.tokens) return {};
+  return {opts_.imap.tokens->renewals(), opts_.imap.tokens->failures()};
+}
+
 void imap_watcher::abort() {
   stopping_ = true;
   runner_.stop();
@@ -192,6 +198,8 @@ asio::awaitable<void> imap_watcher::run(std::function<void(const fatal_error&)> 
            : "connection ended";
     health_.last_error = error;
     ++health_.counters.connection_errors;
+    if (ec == imap::client_errc::auth_failed || ec == imap::client_errc::login_deferred)
+      ++health_.counters.login_failures;
     // Permanent errors (login or certificate rejected, missing folder) need an
     // operator. mail_room exits on them at start-up; once the mailbox has
     // worked, the cause is more likely passing (a password rotation in
@@ -236,6 +244,7 @@ asio::awaitable<error_code> imap_watcher::session(imap::client& c, bool& logged_
   state_ = watcher_state::connected;
   ++health_.counters.connects;
   if (c.tls_resumed()) ++health_.counters.tls_resumed;
+  health_.certificate_expiry = c.certificate_expiry();
   health_.progress();
   if (last_uidvalidity_ != 0 && c.uidvalidity() != last_uidvalidity_) {
     // Every UID was renumbered (RFC 3501 §2.3.1.1). Delivered messages are
@@ -263,6 +272,9 @@ asio::awaitable<error_code> imap_watcher::session(imap::client& c, bool& logged_
     retry_.pass_ended(std::chrono::steady_clock::now(), pass.delivery_failed, pass.delivered > 0,
                       std::chrono::seconds(mb_.idle_timeout));
     if (pass.ec) co_return pass.ec;
+    if (!stopping_) {
+      if (auto e = co_await count_unseen(c)) co_return e;
+    }
     health_.progress();
     if (stopping_) break;
     if (retry_.backing_off(std::chrono::steady_clock::now())) continue;
@@ -307,6 +319,31 @@ asio::awaitable<error_code> imap_watcher::wait_to_retry(imap::client& c) {
     if (!r) co_return r.error();
     health_.progress();
   }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> imap_watcher::count_unseen(imap::client& c) {
+  // What STATUS (UNSEEN) would say (RFC 3501 §6.3.10), which is what
+  // GitLab's mailbox exporter reports; STATUS on the selected mailbox is
+  // discouraged (§6.3.10), so SEARCH UNSEEN it is. It includes what the
+  // pass's search leaves out: messages set aside by keyword, those over
+  // limit_max_unread, those left for a retry.
+  const std::string criteria = "UNSEEN";
+  auto found = co_await c.uid_search(criteria);
+  if (!found) co_return found.error();
+  unseen_count u;
+  u.messages = found->size();
+  if (!found->empty()) {
+    // UIDs ascend in the order messages were added (RFC 3501 §2.3.1.1).
+    const std::vector<std::uint32_t> oldest{*std::min_element(found->begin(), found->end())};
+    auto meta = co_await c.uid_fetch_meta(oldest, /*with_date=*/true);
+    if (!meta) co_return meta.error();
+    if (!meta->empty()) u.oldest_arrival = meta->front().internal_date;
+  }
+  u.counted_at = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  health_.unseen = u;
   co_return error_code{};
 }
 
@@ -429,7 +466,11 @@ asio::awaitable<pass_result> imap_watcher::process_mailbox(imap::client& c) {
   std::string criteria = mb_.search_command + " UNKEYWORD " + mb_.rejected_keyword;
   if (mb_.max_message_age.count() > 0) criteria += " UNKEYWORD " + mb_.too_old_keyword;
   auto found = co_await c.uid_search(criteria);
-  if (!found) co_return pass_result{found.error()};
+  if (!found) {
+    pass_result failed;
+    failed.ec = found.error();
+    co_return failed;
+  }
   health_.progress();
   std::vector<std::uint32_t> uids = std::move(*found);
   if (mb_.limit_max_unread > 0 && uids.size() > mb_.limit_max_unread)

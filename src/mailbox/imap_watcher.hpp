@@ -60,6 +60,7 @@ class imap_watcher final : public watcher {
   void stop() override;
   void restart() override;
   void abort() override;
+  token_counts tokens() const override;
 
  private:
   class imap_inbox;
@@ -70,6 +71,9 @@ class imap_watcher final : public watcher {
   boost::asio::awaitable<boost::system::error_code> wait_to_retry(imap::client& c);
   boost::asio::awaitable<pass_result> process_mailbox(imap::client& c);
   boost::asio::awaitable<boost::system::error_code> expunge_leftovers(imap::client& c);
+  // After each pass: the unseen messages and the oldest one's arrival
+  // (health_.unseen, for /metrics).
+  boost::asio::awaitable<boost::system::error_code> count_unseen(imap::client& c);
   // after_delivery move: \Seen, then UID MOVE (or COPY...) to move_to,
   // creating it when the server says it is missing.
   boost::asio::awaitable<boost::system::error_code> move_delivered(

@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -70,6 +71,10 @@ struct pass_runner::pass_run {
   std::map<std::uint32_t, arbitration::claim_request> held;
   std::shared_ptr<asio::steady_timer> renew_timer;
   bool over = false;  // the pass has returned: renewals stop
+  // Arrival in the mailbox (Unix seconds) of the messages sized so far, for
+  // the delivery latency.
+  std::map<std::uint32_t, std::int64_t> arrived;
+  std::vector<std::uint32_t> flagged;  // flagged delivered in this pass
 };
 
 namespace {
@@ -169,12 +174,15 @@ asio::awaitable<void> pass_runner::deliver_one(std::shared_ptr<pass_run> run, ma
   f["byte_size"] = m.body.size();
   log_->info(f);
   delivery::result r;
+  const auto sent = std::chrono::steady_clock::now();
   try {
     r = co_await deliverer_->deliver(m);
   } catch (const std::exception& e) {  // not expected: a deliverer reports failures as values
     r.ec = delivery::errc::target_unavailable;
     r.detail = std::string("the deliverer failed: ") + e.what();
   }
+  health_.target_response.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
   m.body = std::string();  // freed as soon as the target has answered
   const delivery_outcome outcome = r.ok()                            ? delivery_outcome::delivered
                                    : r.ec == delivery::errc::refused ? delivery_outcome::refused
@@ -186,6 +194,14 @@ void pass_runner::delivery_done(const std::shared_ptr<pass_run>& run, std::uint3
                                 delivery_outcome outcome, const delivery::result& r) {
   if (outcome == delivery_outcome::delivered) {
     health_.target_ok = true;
+    // Arrival times have whole seconds (INTERNALDATE), and the server's clock
+    // may run ahead of ours: never below zero.
+    if (auto it = run->arrived.find(key); it != run->arrived.end() && it->second > 0) {
+      const double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      health_.delivery_latency.observe(std::max(0.0, now - double(it->second)));
+    }
   } else if (outcome == delivery_outcome::failed) {
     auto w = context_line_("delivery failed");
     w["uid"] = key;
@@ -341,6 +357,7 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         std::vector<message_size> sizes;
         const error_code ec = co_await in.sizes(a.uids, sizes);
         if (!ec) health_.progress();
+        for (const auto& m : sizes) run->arrived[m.uid] = m.arrived;
         run->engine.sizes_fetched(ec, sizes);
         break;
       }
@@ -416,6 +433,7 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         run->engine.flagged(ec);
         if (ec) break;
         health_.progress();
+        run->flagged.insert(run->flagged.end(), a.uids.begin(), a.uids.end());
         health_.counters.delivered += run->engine.summary().delivered - before.delivered;
         health_.counters.already_delivered +=
             run->engine.summary().already_delivered - before.already_delivered;
@@ -433,6 +451,8 @@ asio::awaitable<pass_result> pass_runner::run(inbox& in, std::vector<std::uint32
         result.delivered = s.delivered;
         result.claimed_elsewhere = result.claimed_elsewhere || s.claimed_elsewhere;
         result.bytes_fetched = s.bytes_fetched;
+        result.flagged = std::move(run->flagged);
+        health_.counters.bytes_fetched += s.bytes_fetched;
         pass_.reset();
         co_return result;
       }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "arbitration/arbitrator.hpp"
+#include "common/histogram.hpp"
 #include "common/logger.hpp"
 #include "delivery/deliverer.hpp"
 #include "mailbox/inbox.hpp"
@@ -36,13 +37,39 @@ struct watcher_counters {
   std::uint64_t connects = 0;           // sessions that reached SELECT
   std::uint64_t tls_resumed = 0;        // of those, over a resumed TLS session
   std::uint64_t connection_errors = 0;  // sessions ended by an error (then reconnect)
+  std::uint64_t login_failures = 0;     // of those, a login the server refused
+  std::uint64_t bytes_fetched = 0;      // message bytes fetched
   std::uint64_t uidvalidity_changes = 0;
   std::uint64_t expunged_leftovers = 0;  // \Deleted messages expunged at session start
+};
+
+// Buckets of the histograms (seconds). Delivery latency starts at the
+// message's arrival in the mailbox (INTERNALDATE, whole seconds; Graph's
+// receivedDateTime), so it has nothing finer than half a second.
+inline constexpr double delivery_latency_buckets[] = {0.5, 1,   2,   5,   10,   30,
+                                                      60,  120, 300, 600, 1800, 3600};
+inline constexpr double target_response_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                     0.5,   1,    2.5,   5,    10};
+
+// The unseen messages of the folder, counted after each pass (the number an
+// IMAP STATUS (UNSEEN) gives, and GitLab's mailbox exporter).
+struct unseen_count {
+  std::uint64_t messages = 0;
+  std::int64_t oldest_arrival = 0;  // of the oldest of them, Unix seconds; 0: none or unknown
+  std::int64_t counted_at = 0;      // when the pass that counted them ended; 0: not yet
 };
 
 // A watcher's state that its passes update.
 struct watcher_health {
   watcher_counters counters;
+  // Arrival in the mailbox -> acknowledged by the delivery target.
+  histogram delivery_latency{delivery_latency_buckets};
+  // One request to the delivery target, whatever its answer.
+  histogram target_response{target_response_buckets};
+  unseen_count unseen;
+  // notAfter of the server certificate at the last TLS handshake (Unix
+  // seconds); 0 without TLS.
+  std::int64_t certificate_expiry = 0;
   // False after a delivery failed because of the target (Redis down, webhook
   // failing) until a delivery succeeds again: /readiness.
   bool target_ok = true;
@@ -57,6 +84,8 @@ struct pass_result {
   std::size_t delivered = 0;        // acknowledged and flagged in this pass
   bool claimed_elsewhere = false;   // look again once those claims may have expired
   std::uint64_t bytes_fetched = 0;  // message bytes fetched in this pass
+  // The keys this pass flagged delivered (or found already delivered).
+  std::vector<std::uint32_t> flagged;
 };
 
 struct claim_write;

@@ -48,6 +48,13 @@ class watcher {
   // After run() returned: the next run() starts afresh (cluster mode: the
   // mailbox's lease came back). Counters are kept.
   virtual void restart() = 0;
+  // OAuth2 access tokens fetched and failed requests, of the token source
+  // this mailbox uses (shared by the mailboxes with the same credentials).
+  struct token_counts {
+    std::uint64_t renewals = 0;
+    std::uint64_t failures = 0;
+  };
+  virtual token_counts tokens() const { return {}; }
   // Whether this instance watches the mailbox (false in cluster mode while
   // another instance holds its lease): /readiness only waits for those.
   bool active() const { return active_; }
@@ -56,6 +63,9 @@ class watcher {
   void set_active(bool a, std::int64_t since = 0) {
     active_ = a;
     active_since_ = a ? since : 0;
+    // Another instance counts them now: a stale count here would keep an
+    // alert on max(unseen) firing.
+    if (!a) health_.unseen = {};
   }
   std::int64_t active_since() const { return active_since_; }
 
@@ -64,6 +74,7 @@ class watcher {
   bool connected() const { return state_ == watcher_state::connected; }
   std::uint64_t delivered_count() const { return health_.counters.delivered; }
   const watcher_counters& counters() const { return health_.counters; }
+  const watcher_health& health() const { return health_; }
   // Time since the watcher last moved forward (a command answered, a pass
   // finished, an IDLE ended, a backoff elapsed). /liveness compares it with
   // health_check.stuck_after; zero once stopped.

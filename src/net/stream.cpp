@@ -13,8 +13,10 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <ctime>
 #include <type_traits>
 
+#include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -290,6 +292,17 @@ asio::awaitable<error_code> stream::start_tls(std::shared_ptr<asio::ssl::context
 
 bool stream::tls_resumed() const {
   return ssl_ && SSL_session_reused(ssl_.get()) == 1;
+}
+
+std::int64_t stream::certificate_expiry() const {
+  if (!ssl_) return 0;
+  // A resumed session keeps the peer's certificate (RFC 8446 §2.2 tickets
+  // carry the authentication of the original handshake).
+  X509* cert = SSL_get0_peer_certificate(ssl_.get());
+  if (!cert) return 0;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return 0;
+  return static_cast<std::int64_t>(timegm(&tm));
 }
 
 asio::awaitable<std::size_t> stream::read_some(asio::mutable_buffer buf, duration timeout,

@@ -93,6 +93,9 @@ class stream {
   bool is_tls() const { return ssl_ != nullptr; }
   // Whether the last handshake resumed a remembered session.
   bool tls_resumed() const;
+  // notAfter of the peer's certificate (Unix seconds, for an expiry alert);
+  // 0 without TLS or certificate.
+  std::int64_t certificate_expiry() const;
   asio::any_io_executor get_executor() const { return executor_; }
 
   // Human text about the last failure (resolver/OpenSSL detail); never secrets.

@@ -566,13 +566,27 @@ def test_oversize_messages_are_tagged_not_delivered(servers, queue, workdir, mai
     addr, cid, csec = tenant_user(graph)
     small, big = oversize_setup(graph, addr)
     mb = graph_mailbox(graph, addr, cid, csec, workdir, max_message_size=20000)
-    mr = mailroom(config(mb, sidekiq(servers, queue)))
+    health = harness.free_port()
+    mr = mailroom(config(mb, sidekiq(servers, queue), health_port=health))
     got = servers.performed(queue, 10, timeout=60, proc=mr)
     harness.wait_until(lambda: all(KEYWORD in graph.message(addr, b)["categories"] for b in big), 30,
                        "both big messages tagged", proc=mr)
     harness.wait_until(lambda: [m["id"] for m in graph.unread(addr)] == big, 30,
                        "the small ones read, the big ones unread", proc=mr)
     wait_polls(mr, 2)
+    # /metrics after a pass that found only the two set aside: they are the
+    # unread ones, and the app's token was fetched.
+    status, body = harness.http_get(f"http://{HOST}:{health}/metrics", timeout=5)
+    assert status == 200
+    page = body.decode()
+    label = f'mailbox="{addr}/inbox@'
+    samples = {line.split("{")[0]: line.rsplit(" ", 1)[1] for line in page.splitlines()
+               if label in line and not line.startswith("#") and "_bucket" not in line}
+    assert samples["mailroom_mailbox_unseen_messages"] == "2", page
+    assert float(samples["mailroom_mailbox_last_pass_timestamp_seconds"]) > 0, page
+    ok_renewals = [line for line in page.splitlines()
+                   if line.startswith("mailroom_token_renewals_total{") and label in line and 'result="ok"' in line]
+    assert ok_renewals and float(ok_renewals[0].rsplit(" ", 1)[1]) >= 1, page
     mr.stop_ok()
     assert_same_messages(got, small)
     assert sorted(sent_ids(mr)) == sorted(mid(r) for r in small)

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -85,17 +86,42 @@ std::string uid_set(const std::vector<std::uint32_t>& uids) {
   return out;
 }
 
-// UID FETCH <set> (UID RFC822.SIZE FLAGS): the sizes asked before claiming.
+// What the fake server answers for INTERNALDATE: 2026-12-05 10:00:00 UTC.
+constexpr const char* kInternalDate = "05-Dec-2026 10:00:00 +0000";
+constexpr std::int64_t kArrival = 1796464800;
+
+// UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE): the sizes asked
+// before claiming (INTERNALDATE: the delivery latency starts there).
 void meta(imap_script& s, const std::vector<std::uint32_t>& uids,
           const std::string& extra_flags = "") {
   std::string r;
   std::uint32_t seq = 1;
   for (const auto uid : uids) {
     r += "* " + std::to_string(seq++) + " FETCH (UID " + std::to_string(uid) + " RFC822.SIZE " +
-         std::to_string(body_of(uid).size()) + " FLAGS (" + extra_flags + "))\r\n";
+         std::to_string(body_of(uid).size()) + " FLAGS (" + extra_flags + ") INTERNALDATE \"" +
+         kInternalDate + "\")\r\n";
   }
-  s.expect(R"(^(\S+) UID FETCH )" + uid_set(uids) + R"( \(UID RFC822\.SIZE FLAGS\)$)")
+  s.expect(R"(^(\S+) UID FETCH )" + uid_set(uids) + R"( \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
       .send(r)
+      .tagged("OK Fetch completed");
+}
+
+// After each pass: UID SEARCH UNSEEN answered with `uids`, then, when there
+// are any, the arrival of the oldest (the lowest UID).
+void unseen(imap_script& s, const std::string& uids = "") {
+  s.expect(R"(^(\S+) UID SEARCH UNSEEN$)")
+      .line(uids.empty() ? "* SEARCH" : "* SEARCH " + uids)
+      .tagged("OK Search completed");
+  std::istringstream in(uids);
+  std::uint32_t lowest = 0;
+  for (std::uint32_t u; in >> u;)
+    if (lowest == 0 || u < lowest) lowest = u;
+  if (lowest == 0) return;
+  s.expect(R"(^(\S+) UID FETCH )" + std::to_string(lowest) +
+           R"( \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
+      .line("* 1 FETCH (UID " + std::to_string(lowest) + " RFC822.SIZE " +
+            std::to_string(body_of(lowest).size()) + " FLAGS () INTERNALDATE \"" + kInternalDate +
+            "\")")
       .tagged("OK Fetch completed");
 }
 
@@ -155,6 +181,12 @@ void idle_until_stopped(imap_script& s, const async_flag& stop) {
       .line("* BYE Logging out")
       .tagged("OK Logout completed")
       .expect_eof();
+}
+
+std::int64_t now_unix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 long long now_ms() {
@@ -244,6 +276,7 @@ class WatcherTest : public ::testing::Test {
     }
     delivered_count_ = w.delivered_count();
     counters_ = w.counters();
+    health_ = w.health();
     EXPECT_TRUE(server_.wait_closed()) << "the server still holds a connection";
     EXPECT_EQ(server_.errors(), lines{});
   }
@@ -312,6 +345,7 @@ class WatcherTest : public ::testing::Test {
   std::atomic<long long> answered_ms_{0};  // see answered()
   std::uint64_t delivered_count_ = 0;
   watcher_counters counters_;
+  std::optional<watcher_health> health_;  // as run() left it
 };
 
 TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
@@ -322,6 +356,7 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
       .call([d = deliverer_, this] { acknowledged_at_store_ = d->acknowledged.load(); })
       .tagged("OK Store completed");
   expunge(s, "1:3");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -332,13 +367,14 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1:3",
-                                       "A0009 IDLE",
+                                       "A0009 UID SEARCH UNSEEN",
+                                       "A0010 IDLE",
                                        "DONE",
-                                       "A0010 LOGOUT",
+                                       "A0011 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   for (const auto& c : arbitrator_->claims) {
@@ -359,6 +395,15 @@ TEST_F(WatcherTest, DeliversUnseenMessagesThenFlagsExpungesAndIdles) {
   EXPECT_EQ(acknowledged_at_store_.load(), 3) << "UID STORE before every delivery was acknowledged";
   EXPECT_EQ(delivered_count_, 3u);
   EXPECT_TRUE(fatals_.empty());
+  // /metrics: one latency (from INTERNALDATE) and one response time per
+  // delivery, the bytes fetched, and nothing unseen after the pass.
+  ASSERT_TRUE(health_);
+  EXPECT_EQ(health_->delivery_latency.count(), 3u);
+  EXPECT_GE(health_->delivery_latency.sum(), 3.0 * (now_unix() - kArrival - 5));
+  EXPECT_EQ(health_->target_response.count(), 3u);
+  EXPECT_EQ(counters_.bytes_fetched, body_of(1).size() + body_of(2).size() + body_of(3).size());
+  EXPECT_EQ(health_->unseen.messages, 0u);
+  EXPECT_GT(health_->unseen.counted_at, 0);
 }
 
 TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
@@ -367,6 +412,7 @@ TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
   search(s, "4");
   fetch(s, "4", {4});
   store(s, "4", R"(\\Seen)");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -377,12 +423,13 @@ TEST_F(WatcherTest, WithoutDeleteOnlySeenIsStoredAndNothingExpunged) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 4 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 4 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 4 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 4 +FLAGS.SILENT (\Seen))",
-                                       "A0008 IDLE",
+                                       "A0008 UID SEARCH UNSEEN",
+                                       "A0009 IDLE",
                                        "DONE",
-                                       "A0009 LOGOUT",
+                                       "A0010 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->delivered_uids(), uid_list{4});
 }
@@ -394,6 +441,7 @@ TEST_F(WatcherTest, MessageClaimedElsewhereIsNeitherFetchedNorFlagged) {
   fetch(s, "1,3", {1, 3});
   store(s, "1,3");
   expunge(s, "1,3");
+  unseen(s, "2");  // claimed by another instance: still unseen
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -404,17 +452,23 @@ TEST_F(WatcherTest, MessageClaimedElsewhereIsNeitherFetchedNorFlagged) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1,3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1,3 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1,3",
-                                       "A0009 IDLE",
+                                       "A0009 UID SEARCH UNSEEN",
+                                       "A0010 UID FETCH 2 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0011 IDLE",
                                        "DONE",
-                                       "A0010 LOGOUT",
+                                       "A0012 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   EXPECT_TRUE(arbitrator_->releases.empty()) << "a claim we did not get is not ours to release";
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 3}));
+  // Still unseen, and the oldest unseen is the one the count found.
+  ASSERT_TRUE(health_);
+  EXPECT_EQ(health_->unseen.messages, 1u);
+  EXPECT_EQ(health_->unseen.oldest_arrival, kArrival);
 }
 
 TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
@@ -422,6 +476,7 @@ TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
   arbitrator_->answer_next(2, claim_result::taken);
   imap_script s = session_start();
   search(s, "5 6");
+  unseen(s, "5 6");
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -432,10 +487,12 @@ TEST_F(WatcherTest, BatchWhollyClaimedElsewhereIsSkippedAndTheWatcherIdles) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 5:6 (UID RFC822.SIZE FLAGS)",
-                                       "A0006 IDLE",
+                                       "A0005 UID FETCH 5:6 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0006 UID SEARCH UNSEEN",
+                                       "A0007 UID FETCH 5 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0008 IDLE",
                                        "DONE",
-                                       "A0007 LOGOUT",
+                                       "A0009 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{5, 6}));
   EXPECT_TRUE(deliverer_->attempts.empty());
@@ -452,12 +509,14 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
   fetch(s, "1:3", {1, 2, 3});
   store(s, "1");
   expunge(s, "1");
+  unseen(s, "2 3");
   answered(s);
   idle_timed(s);
   search(s, "2 3");
   fetch(s, "2:3", {2, 3});
   store(s, "2:3");
   expunge(s, "2:3");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -468,20 +527,23 @@ TEST_F(WatcherTest, FailedDeliveryIsLeftUnseenReleasedAndRetriedAfterBackoff) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1",
-                                       "A0009 IDLE",
+                                       "A0009 UID SEARCH UNSEEN",
+                                       "A0010 UID FETCH 2 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0011 IDLE",
                                        "DONE",
-                                       "A0010 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0011 UID FETCH 2:3 (UID RFC822.SIZE FLAGS)",
-                                       "A0012 UID FETCH 2:3 (UID BODY.PEEK[])",
-                                       R"(A0013 UID STORE 2:3 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0014 UID EXPUNGE 2:3",
-                                       "A0015 IDLE",
+                                       "A0012 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
+                                       "A0013 UID FETCH 2:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0014 UID FETCH 2:3 (UID BODY.PEEK[])",
+                                       R"(A0015 UID STORE 2:3 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0016 UID EXPUNGE 2:3",
+                                       "A0017 UID SEARCH UNSEEN",
+                                       "A0018 IDLE",
                                        "DONE",
-                                       "A0016 LOGOUT",
+                                       "A0019 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 2, 3}));
   EXPECT_EQ(deliverer_->delivered_uids(), (uid_list{1, 2, 3})) << "each delivered exactly once";
@@ -502,6 +564,7 @@ TEST_F(WatcherTest, NewMailDuringTheBackoffDoesNotStartAPassEarly) {
   imap_script s = session_start();
   search(s, "1");
   fetch(s, "1", {1});
+  unseen(s, "1");
   answered(s);
   s.expect(R"(^(\S+) IDLE$)")
       .line("+ idling")
@@ -514,6 +577,7 @@ TEST_F(WatcherTest, NewMailDuringTheBackoffDoesNotStartAPassEarly) {
   fetch(s, "1:3", {1, 2, 3});
   store(s, "1:3");
   expunge(s, "1:3");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -536,12 +600,14 @@ TEST_F(WatcherTest, BackoffDoublesWhileTheTargetFailsAndASuccessResetsIt) {
   for (int i = 0; i < 3; ++i) {  // three failed passes: 100, 200, 400 ms
     search(s, "1");
     fetch(s, "1", {1});
+    unseen(s, "1");
     idle_until_done(s);
   }
   search(s, "1");
   fetch(s, "1", {1});
   store(s, "1");
   expunge(s, "1");
+  unseen(s);
   s.expect(R"(^(\S+) IDLE$)")
       .line("+ idling")
       .line("* 4 EXISTS")
@@ -549,11 +615,13 @@ TEST_F(WatcherTest, BackoffDoublesWhileTheTargetFailsAndASuccessResetsIt) {
       .tagged("OK IDLE terminated");
   search(s, "2");  // fails once: the backoff starts again at the first step
   fetch(s, "2", {2});
+  unseen(s, "2");
   idle_until_done(s);
   search(s, "2");
   fetch(s, "2", {2});
   store(s, "2");
   expunge(s, "2");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -579,12 +647,14 @@ TEST_F(WatcherTest, FailureInTheSecondBatchWhileBatchesOverlap) {
   fetch(s, "3:4", {3, 4});
   store(s, "1:2");
   expunge(s, "1:2");
+  unseen(s, "3 4");
   answered(s);
   idle_timed(s);
   search(s, "3 4", 2);
   fetch(s, "3:4", {3, 4});
   store(s, "3:4");
   expunge(s, "3:4");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -616,12 +686,14 @@ TEST_F(WatcherTest, FailureInTheFirstBatchLearntWhileTheSecondIsFetched) {
   store(s, "2:3");
   store(s, "4:5");
   expunge(s, "2:5");
+  unseen(s, "1 6");
   answered(s);
   idle_timed(s);
   search(s, "1 6", 3);
   fetch(s, "1,6", {1, 6});
   store(s, "1,6");
   expunge(s, "1,6");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -641,12 +713,14 @@ TEST_F(WatcherTest, FailureWithoutArbitrationBacksOffToo) {
   imap_script s = session_start();
   search(s, "1 2");
   fetch(s, "1:2", {1, 2});
+  unseen(s, "1 2");
   answered(s);
   idle_timed(s);
   search(s, "1 2");
   fetch(s, "1:2", {1, 2});
   store(s, "1:2");
   expunge(s, "1:2");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -672,12 +746,14 @@ TEST_F(WatcherTest, DeliveriesRunAtMostMaxInFlightAndStopAtTheFirstFailure) {
       .call([d = deliverer_] { d->release(); });
   store(s, "2");
   expunge(s, "2");
+  unseen(s, "1 3 4 5");
   answered(s);
   idle_timed(s);
   search(s, "1 3 4 5");
   fetch(s, "1,3:5", {1, 3, 4, 5});
   store(s, "1,3:5");
   expunge(s, "1,3:5");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -709,11 +785,13 @@ TEST_F(WatcherTest, ArbitrationFailureInABatchStopsThePassBeforeTheNextBatch) {
   fetch(s, "1,3:20", first_batch);
   store(s, "1,3:20");
   expunge(s, "1,3:20");
+  unseen(s, "2 21");
   idle_timed(s);
   search(s, "2 21");
   fetch(s, "2,21", {2, 21});
   store(s, "2,21");
   expunge(s, "2,21");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -732,11 +810,13 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
   arbitrator_->answer_next(2, claim_result::unavailable);
   imap_script s = session_start();
   search(s, "1 2");
+  unseen(s, "1 2");
   idle_until_done(s);
   search(s, "1 2");
   fetch(s, "1:2", {1, 2});
   store(s, "1:2");
   expunge(s, "1:2");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -747,17 +827,20 @@ TEST_F(WatcherTest, ArbitrationUnavailableFetchesNothingAndRetries) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
-                                       "A0006 IDLE",
+                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0006 UID SEARCH UNSEEN",
+                                       "A0007 UID FETCH 1 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0008 IDLE",
                                        "DONE",
-                                       "A0007 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0008 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
-                                       "A0009 UID FETCH 1:2 (UID BODY.PEEK[])",
-                                       R"(A0010 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0011 UID EXPUNGE 1:2",
-                                       "A0012 IDLE",
+                                       "A0009 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
+                                       "A0010 UID FETCH 1:2 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0011 UID FETCH 1:2 (UID BODY.PEEK[])",
+                                       R"(A0012 UID STORE 1:2 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0013 UID EXPUNGE 1:2",
+                                       "A0014 UID SEARCH UNSEEN",
+                                       "A0015 IDLE",
                                        "DONE",
-                                       "A0013 LOGOUT",
+                                       "A0016 LOGOUT",
                                    }));
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 1, 2}));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2}));
@@ -785,6 +868,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
   fetch(second, "2:3", {2, 3});
   store(second, "1:3");
   expunge(second, "1:3");
+  unseen(second);
   idle_until_stopped(second, stop_);
   server_.add(second);
 
@@ -796,7 +880,7 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1:3 (UID BODY.PEEK[])",
                                    }));
   EXPECT_EQ(server_.transcript(1), (lines{
@@ -804,13 +888,14 @@ TEST_F(WatcherTest, ConnectionDroppedDuringFetchIsResumedOnANewConnection) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 2:3 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1:3 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1:3",
-                                       "A0009 IDLE",
+                                       "A0009 UID SEARCH UNSEEN",
+                                       "A0010 IDLE",
                                        "DONE",
-                                       "A0010 LOGOUT",
+                                       "A0011 LOGOUT",
                                    }));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3})) << "each delivered once";
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->marked), (uid_list{1, 2, 3}))
@@ -832,6 +917,7 @@ TEST_F(WatcherTest, ConnectionDroppedBeforeStoreRedeliversOnTheNewConnection) {
   fetch(second, "1:2", {1, 2});
   store(second, "1:2");
   expunge(second, "1:2");
+  unseen(second);
   idle_until_stopped(second, stop_);
   server_.add(second);
 
@@ -885,6 +971,7 @@ TEST_F(WatcherTest, MissingMailboxOnFirstConnectionIsFatal) {
 TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsRetried) {
   imap_script first = session_start();
   search(first, "");
+  unseen(first);
   first.expect(R"(^(\S+) IDLE$)").close();
   server_.add(first);
   server_.add(imap_script()
@@ -894,6 +981,7 @@ TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsRetried) {
                   .expect_eof());
   imap_script third = session_start();
   search(third, "");
+  unseen(third);
   idle_until_stopped(third, stop_);
   server_.add(third);
 
@@ -901,11 +989,14 @@ TEST_F(WatcherTest, RejectedLoginAfterAnEarlierSessionIsRetried) {
 
   EXPECT_TRUE(fatals_.empty()) << "only a rejected first login is fatal";
   EXPECT_EQ(server_.connection_count(), 3u);
+  EXPECT_EQ(counters_.login_failures, 1u);
+  EXPECT_EQ(counters_.connection_errors, 2u);
 }
 
 TEST_F(WatcherTest, StopDuringIdleSendsDoneAndLogoutPromptly) {
   imap_script s = session_start();
   search(s, "");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -916,9 +1007,10 @@ TEST_F(WatcherTest, StopDuringIdleSendsDoneAndLogoutPromptly) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 IDLE",
+                                       "A0005 UID SEARCH UNSEEN",
+                                       "A0006 IDLE",
                                        "DONE",
-                                       "A0006 LOGOUT",
+                                       "A0007 LOGOUT",
                                    }));
   // Not waiting for the IDLE to end by itself: its 30 s idle_timeout would
   // outlast the run.
@@ -949,7 +1041,7 @@ TEST_F(WatcherTest, StopDuringADeliveryLetsItFinishAndFlagsIt) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1 (UID BODY.PEEK[])",
                                        R"(A0007 UID STORE 1 +FLAGS.SILENT (\Seen \Deleted))",
                                        "A0008 UID EXPUNGE 1",
@@ -981,7 +1073,7 @@ TEST_F(WatcherTest, StopDuringAFetchLeavesTheMessagesForTheNextStart) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS)",
+                                       "A0005 UID FETCH 1:2 (UID RFC822.SIZE FLAGS INTERNALDATE)",
                                        "A0006 UID FETCH 1:2 (UID BODY.PEEK[])",
                                        "A0007 LOGOUT",
                                    }));
@@ -1012,6 +1104,7 @@ TEST_F(WatcherTest, StopDuringTheReconnectBackoffReturnsPromptly) {
 TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
   imap_script s = session_start("IMAP4rev1 UIDPLUS");
   search(s, "");
+  unseen(s);
   // No IDLE: the watcher waits without a command; stop() must end the wait.
   // It logs "Idling" just before, with no suspension in between.
   s.wait_for([this] { return log_.count("Idling") >= 1; }, "the poll wait to begin")
@@ -1029,7 +1122,8 @@ TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 LOGOUT",
+                                       "A0005 UID SEARCH UNSEEN",
+                                       "A0006 LOGOUT",
                                    }));
   // The poll interval (idle_timeout, 30 s) would outlast the run.
   EXPECT_GE(stop_latency_.count(), 0) << "stop() was not called";
@@ -1038,6 +1132,7 @@ TEST_F(WatcherTest, WithoutIdleTheWatcherPollsAndStopsPromptly) {
 TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
   imap_script s = session_start();
   search(s, "");
+  unseen(s);
   s.expect(R"(^(\S+) IDLE$)")
       .line("+ idling")
       .line("* 4 EXISTS")
@@ -1047,6 +1142,7 @@ TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
   fetch(s, "7", {7});
   store(s, "7");
   expunge(s, "7");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1058,16 +1154,18 @@ TEST_F(WatcherTest, NewMailDuringIdleStartsAPass) {
                                        "A0002 SELECT INBOX",
                                        "A0003 UID SEARCH DELETED",
                                        "A0004 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0005 IDLE",
+                                       "A0005 UID SEARCH UNSEEN",
+                                       "A0006 IDLE",
                                        "DONE",
-                                       "A0006 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
-                                       "A0007 UID FETCH 7 (UID RFC822.SIZE FLAGS)",
-                                       "A0008 UID FETCH 7 (UID BODY.PEEK[])",
-                                       R"(A0009 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
-                                       "A0010 UID EXPUNGE 7",
-                                       "A0011 IDLE",
+                                       "A0007 UID SEARCH UNSEEN UNKEYWORD $MailroomRejected",
+                                       "A0008 UID FETCH 7 (UID RFC822.SIZE FLAGS INTERNALDATE)",
+                                       "A0009 UID FETCH 7 (UID BODY.PEEK[])",
+                                       R"(A0010 UID STORE 7 +FLAGS.SILENT (\Seen \Deleted))",
+                                       "A0011 UID EXPUNGE 7",
+                                       "A0012 UID SEARCH UNSEEN",
+                                       "A0013 IDLE",
                                        "DONE",
-                                       "A0012 LOGOUT",
+                                       "A0014 LOGOUT",
                                    }));
 }
 
@@ -1078,6 +1176,7 @@ TEST_F(WatcherTest, LimitMaxUnreadBoundsOnePass) {
   fetch(s, "1:3", {1, 2, 3});
   store(s, "1:3");
   expunge(s, "1:3");
+  unseen(s, "4 5 6 7 8 9 10");  // over limit_max_unread: the next pass
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1085,7 +1184,8 @@ TEST_F(WatcherTest, LimitMaxUnreadBoundsOnePass) {
 
   EXPECT_EQ(fake_arbitrator::uids(arbitrator_->claims), (uid_list{1, 2, 3}));
   EXPECT_EQ(deliverer_->attempted_uids(), (uid_list{1, 2, 3}));
-  EXPECT_EQ(server_.transcript(0).at(4), "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS)");
+  EXPECT_EQ(server_.transcript(0).at(4),
+            "A0005 UID FETCH 1:3 (UID RFC822.SIZE FLAGS INTERNALDATE)");
   EXPECT_EQ(server_.transcript(0).at(5), "A0006 UID FETCH 1:3 (UID BODY.PEEK[])");
 }
 
@@ -1107,6 +1207,7 @@ TEST_F(WatcherTest, LargeBacklogIsFetchedAndFlaggedInBatches) {
   store(s, "1:20");
   store(s, "21:25");
   expunge(s, "1:25");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1137,6 +1238,7 @@ void two_batches_of_two(imap_script& s, std::size_t batch, bool overlapped,
   }
   store(s, "3:4");
   expunge(s, "1:4");
+  unseen(s);
 }
 
 TEST_F(WatcherTest, BodiesStillBeingDeliveredCountAgainstTheByteBudget) {
@@ -1205,7 +1307,7 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
   s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
       .line("* SEARCH 1 2 3")
       .tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID FETCH 1:3 \(UID RFC822\.SIZE FLAGS\)$)")
+  s.expect(R"(^(\S+) UID FETCH 1:3 \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
       .line("* 1 FETCH (UID 1 RFC822.SIZE 80 FLAGS ())")
       .line("* 2 FETCH (UID 2 RFC822.SIZE " + big + " FLAGS (\\Recent))")
       .line("* 3 FETCH (UID 3 RFC822.SIZE 80 FLAGS ())")
@@ -1214,6 +1316,7 @@ TEST_F(WatcherTest, OversizeMessageIsFlaggedNotFetchedAndOthersAreDelivered) {
   fetch(s, "1,3", {1, 3});
   store(s, "1,3");
   expunge(s, "1,3");
+  unseen(s, "2");  // flagged $MailroomOversize, not \\Seen
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1232,9 +1335,10 @@ TEST_F(WatcherTest, OversizeMessageAlreadyFlaggedIsSkippedQuietly) {
   s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
       .line("* SEARCH 2")
       .tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID FETCH 2 \(UID RFC822\.SIZE FLAGS\)$)")
+  s.expect(R"(^(\S+) UID FETCH 2 \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
       .line("* 1 FETCH (UID 2 RFC822.SIZE 5000000 FLAGS ($MailroomOversize))")
       .tagged("OK Fetch completed");
+  unseen(s, "2");
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1253,10 +1357,11 @@ TEST_F(WatcherTest, OversizeMessageIsMovedWithMove) {
   s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
       .line("* SEARCH 4")
       .tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
+  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");
   s.expect(R"(^(\S+) UID MOVE 4 "Too Large"$)").tagged("OK Move completed");
+  unseen(s);  // moved away
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1284,12 +1389,13 @@ imap_script oversize_copy_without_move_or_uidplus(bool expunge_deleted, const as
   s.expect(R"(^(\S+) UID SEARCH UNSEEN UNKEYWORD \$MailroomRejected$)")
       .line("* SEARCH 4")
       .tagged("OK Search completed");
-  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS\)$)")
+  s.expect(R"(^(\S+) UID FETCH 4 \(UID RFC822\.SIZE FLAGS INTERNALDATE\)$)")
       .line("* 1 FETCH (UID 4 RFC822.SIZE 5000000 FLAGS ())")
       .tagged("OK Fetch completed");
   s.expect(R"(^(\S+) UID COPY 4 "INBOX\.Too Large"$)").tagged("OK Copy completed");
   store(s, "4", R"(\\Deleted \$MailroomOversize)");
   if (expunge_deleted) s.expect(R"(^(\S+) EXPUNGE$)").tagged("OK Expunge completed");
+  unseen(s, expunge_deleted ? "" : "4");  // copied and flagged \\Deleted, not \\Seen
   idle_until_stopped(s, stop);
   return s;
 }
@@ -1328,6 +1434,7 @@ TEST_F(WatcherTest, MessageWithDeliveredRecordIsFlaggedWithoutASecondDelivery) {
   fetch(s, "1,3", {1, 3});
   store(s, "1:3");
   expunge(s, "1:3");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1346,12 +1453,14 @@ TEST_F(WatcherTest, MessagesClaimedElsewhereAreLookedAtAgainAfterTheClaimTtl) {
   arbitrator_->answer_for(3, claim_result::taken);
   imap_script s = session_start();
   search(s, "3");
+  unseen(s, "3");
   answered(s);
   idle_timed(s);
   search(s, "3");
   fetch(s, "3", {3});
   store(s, "3");
   expunge(s, "3");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1371,6 +1480,7 @@ TEST_F(WatcherTest, DeliveryCarriesAStableJidThatIsRecordedBeforeTheFlags) {
       .call([this] { marked_at_store_ = static_cast<int>(arbitrator_->marked.size()); })
       .tagged("OK Store completed");
   expunge(s, "5:6");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1401,6 +1511,7 @@ TEST_F(WatcherTest, ClaimsAreRenewedWhileTheirDeliveryRuns) {
       .call([d = deliverer_] { d->release(5); });
   store(s, "5:6");
   expunge(s, "5:6");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1423,6 +1534,7 @@ TEST_F(WatcherTest, ARecordTheStoreDidNotTakeIsLoggedCountedAndStillFlagged) {
   fetch(s, "5:6", {5, 6});
   store(s, "5:6");
   expunge(s, "5:6");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1444,6 +1556,7 @@ TEST_F(WatcherTest, ARecordThatFindsItsClaimExpiredIsLoggedAndCounted) {
   fetch(s, "5", {5});
   store(s, "5");
   expunge(s, "5");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1467,6 +1580,7 @@ TEST_F(WatcherTest, DeletedLeftoversOfAnEarlierSessionAreExpungedAtStart) {
       .tagged("OK Search completed");
   expunge(s, "8:9,12");
   search(s, "");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1479,9 +1593,11 @@ TEST_F(WatcherTest, IdleIsRenewedEveryIdleCheckInterval) {
   mb_.idle_check_interval = 1s;
   imap_script s = session_start();
   search(s, "");
+  unseen(s);
   answered(s);  // the IDLE's timer starts after this answer arrived
   idle_timed(s);
   search(s, "");
+  unseen(s);
   idle_until_stopped(s, stop_);
   server_.add(s);
 
@@ -1499,6 +1615,7 @@ TEST_F(WatcherTest, ServerSilentAfterDoneIsDetectedAndReplaced) {
   imap_script first = session_start();
   search(first, "");
   // No answer to DONE: the client must give up (command_timeout) and close.
+  unseen(first);
   first.expect(R"(^(\S+) IDLE$)").line("+ idling").expect("^DONE$").expect_eof();
   server_.add(first);
   imap_script second = session_start();
@@ -1506,6 +1623,7 @@ TEST_F(WatcherTest, ServerSilentAfterDoneIsDetectedAndReplaced) {
   fetch(second, "7", {7});
   store(second, "7");
   expunge(second, "7");
+  unseen(second);
   idle_until_stopped(second, stop_);
   server_.add(second);
 
@@ -1525,6 +1643,7 @@ TEST_F(WatcherTest, RejectedFirstLoginIsRetriedWithPolicyRetry) {
                   .expect_eof());
   imap_script second = session_start();
   search(second, "");
+  unseen(second);
   idle_until_stopped(second, stop_);
   server_.add(second);
 
