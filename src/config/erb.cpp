@@ -21,7 +21,9 @@ namespace {
 
 constexpr const char* unsupported_hint =
     "mailroom evaluates only ENV[...], ENV.fetch(...) and File.read(...) with "
-    ".strip/.chomp/.to_json, optionally inside ERB::Util.url_encode(...); render a template that "
+    ".strip/.chomp/.to_json/.dump and [a..b], optionally inside ERB::Util.url_encode(...); render "
+    "a "
+    "template that "
     "needs Ruby (GitLab Omnibus's "
     "config/mail_room.yml) to plain YAML first, see README, "
     "'Rendering GitLab's ERB config'";
@@ -34,7 +36,9 @@ struct value {
 };
 
 struct method_call {
-  std::string name;
+  std::string name;  // "slice" for [first..last]
+  long first = 0, last = 0;
+  bool exclusive = false;  // [first...last]
 };
 
 struct expression {
@@ -140,6 +144,28 @@ class parser {
     for (;;) {
       std::size_t before = pos_;
       skip_ws();
+      // A range index: the Helm chart's File.read(...).strip.dump[1..-2]
+      // (the dumped string without its quotes).
+      if (match("[")) {
+        method_call slice{"slice"};
+        skip_ws();
+        auto first = parse_small_int();
+        if (!first) return std::nullopt;
+        skip_ws();
+        if (match("...")) {
+          slice.exclusive = true;
+        } else if (!match("..")) {
+          return std::nullopt;
+        }
+        skip_ws();
+        auto last = parse_small_int();
+        skip_ws();
+        if (!last || !match("]")) return std::nullopt;
+        slice.first = *first;
+        slice.last = *last;
+        e.methods.push_back(slice);
+        continue;
+      }
       if (!match(".")) {
         pos_ = before;
         break;
@@ -147,7 +173,8 @@ class parser {
       skip_ws();
       std::string name;
       while (!at_end() && is_ident_char(src_[pos_])) name += src_[pos_++];
-      static constexpr std::string_view known[] = {"strip", "chomp", "to_json", "to_s", "to_i"};
+      static constexpr std::string_view known[] = {"strip", "chomp", "to_json",
+                                                   "to_s",  "to_i",  "dump"};
       if (std::find(std::begin(known), std::end(known), name) == std::end(known)) {
         return std::nullopt;
       }
@@ -162,6 +189,19 @@ class parser {
       e.methods.push_back({name});
     }
     return e;
+  }
+
+  // An optionally negative integer of at most 6 digits (a string index).
+  std::optional<long> parse_small_int() {
+    const bool negative = match("-");
+    long n = 0;
+    int digits = 0;
+    while (!at_end() && src_[pos_] >= '0' && src_[pos_] <= '9' && digits < 7) {
+      n = n * 10 + (src_[pos_++] - '0');
+      ++digits;
+    }
+    if (digits == 0 || digits > 6) return std::nullopt;
+    return negative ? -n : n;
   }
 
   // "(" expression ")" after a wrapper's name.
@@ -488,13 +528,22 @@ std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& 
         }
         v.s = ruby_to_json(v.s);
       }
-    } else {  // strip, chomp: String only
+    } else {  // strip, chomp, dump, [a..b]: String only
       if (v.k != value::kind::string) {
         std::string why = v.k == value::kind::nil ? " is not set" : " is an Integer here";
         return eval_error{what + why + ", so ." + m.name + " fails (Ruby: undefined method `" +
                           m.name + "'); use ENV.fetch(name, \"\") or .to_s first"};
       }
-      if (m.name == "strip") {
+      if (m.name == "dump") {
+        v.s = ruby_dump(v.s);
+      } else if (m.name == "slice") {
+        auto sliced = ruby_slice(v.s, m.first, m.last, m.exclusive);
+        if (!sliced) {
+          v = value{};  // Ruby: nil when the range starts beyond the string
+        } else {
+          v.s = std::move(*sliced);
+        }
+      } else if (m.name == "strip") {
         static constexpr std::string_view ws(" \t\n\v\f\r\0", 7);
         auto first = v.s.find_first_not_of(ws);
         if (first == std::string::npos) {
@@ -515,6 +564,104 @@ std::variant<value, eval_error> evaluate(const expression& e, const env_lookup& 
 }
 
 }  // namespace
+
+std::string ruby_dump(std::string_view s) {
+  // Ruby's String#dump of a UTF-8 string: printable ASCII as it is, the
+  // usual backslash escapes, "#" escaped before {, $ and @ (interpolation),
+  // other characters as \uXXXX (\u{X...} beyond the BMP), and the bytes of
+  // invalid sequences as \xHH.
+  std::string out = "\"";
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        ++i;
+        continue;
+      case '\\':
+        out += "\\\\";
+        ++i;
+        continue;
+      case '\n':
+        out += "\\n";
+        ++i;
+        continue;
+      case '\r':
+        out += "\\r";
+        ++i;
+        continue;
+      case '\t':
+        out += "\\t";
+        ++i;
+        continue;
+      case '\f':
+        out += "\\f";
+        ++i;
+        continue;
+      case '\v':
+        out += "\\v";
+        ++i;
+        continue;
+      case '\b':
+        out += "\\b";
+        ++i;
+        continue;
+      case '\a':
+        out += "\\a";
+        ++i;
+        continue;
+      case 0x1b:
+        out += "\\e";
+        ++i;
+        continue;
+      case '#':
+        out += (i + 1 < s.size() && (s[i + 1] == '{' || s[i + 1] == '$' || s[i + 1] == '@')) ? "\\#"
+                                                                                             : "#";
+        ++i;
+        continue;
+      default:
+        break;
+    }
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A multi-byte UTF-8 sequence, checked as valid_utf8 would.
+    std::size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    if (c >= 0xf5) len = 0;
+    if (len > 0 && i + len <= s.size() && valid_utf8(s.substr(i, len))) {
+      std::uint32_t cp = c & (len == 2 ? 0x1f : len == 3 ? 0x0f : 0x07);
+      for (std::size_t k = 1; k < len; ++k)
+        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
+      out += cp > 0xffff ? fmt::format("\\u{{{:X}}}", cp) : fmt::format("\\u{:04X}", cp);
+      i += len;
+      continue;
+    }
+    out += fmt::format("\\x{:02X}", c);
+    ++i;
+  }
+  out += '"';
+  return out;
+}
+
+std::optional<std::string> ruby_slice(std::string_view s, long first, long last, bool exclusive) {
+  // Ruby indexes a (valid UTF-8) string by character: find where each starts.
+  std::vector<std::size_t> starts;
+  const bool chars = valid_utf8(s);
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (!chars || (static_cast<unsigned char>(s[i]) & 0xc0) != 0x80) starts.push_back(i);
+  const long n = static_cast<long>(starts.size());
+  if (first < 0) first += n;
+  if (last < 0) last += n;
+  if (first < 0 || first > n) return std::nullopt;
+  long end = exclusive ? last : last + 1;  // one past the last character
+  end = std::min(end, n);
+  if (end <= first) return std::string();
+  const std::size_t from = starts[static_cast<std::size_t>(first)];
+  const std::size_t to = end == n ? s.size() : starts[static_cast<std::size_t>(end)];
+  return std::string(s.substr(from, to - from));
+}
 
 std::string ruby_to_json(std::string_view s) {
   std::string out;

@@ -1,6 +1,7 @@
 // The ERB subset mailroom evaluates before YAML: <%= ENV[...] %>,
 // <%= ENV.fetch(...) %> and <%= File.read(...) %> with a chain of
-// .strip/.chomp/.to_json/.to_s/.to_i, optionally wrapped in
+// .strip/.chomp/.to_json/.to_s/.to_i/.dump and a range index [a..b] (the
+// Helm chart's .strip.dump[1..-2]), optionally wrapped in
 // ERB::Util.url_encode(...) or URI.escape(...) (GitLab's Helm chart builds
 // redis_url that way). Everything else is rejected, because GitLab's
 // Rails-dependent template must be rendered once by Ruby instead.
@@ -9,6 +10,7 @@
 #include "config/load.hpp"
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -62,5 +64,9 @@ erb_output render_erb(std::string_view text, const env_lookup& env, const std::s
 
 // Ruby's String#to_json for a UTF-8 string: a JSON string literal with quotes.
 std::string ruby_to_json(std::string_view s);
+// Ruby's String#dump (a double-quoted literal), and s[first..last]
+// (first...last when `exclusive`) by character; nothing where Ruby gives nil.
+std::string ruby_dump(std::string_view s);
+std::optional<std::string> ruby_slice(std::string_view s, long first, long last, bool exclusive);
 
 }  // namespace mailroom::config

@@ -60,6 +60,51 @@ TEST(erb, file_read_strip_chomp_to_json) {
   EXPECT_TRUE(out.errors.empty());
 }
 
+// Newer Helm charts: :password: "<%= File.read(...).strip.dump[1..-2] %>",
+// a Ruby string literal without its quotes inside YAML double quotes.
+TEST(erb, dump_and_range_index_as_the_helm_chart_writes_them) {
+  temp_file f("  pa\"ss\\word #{x} é 😀\x01\n");
+  auto out = render(":password: \"<%= File.read(\"" + f.path() + "\").strip.dump[1..-2] %>\"\n");
+  ASSERT_TRUE(out.errors.empty()) << out.errors[0].message;
+  EXPECT_EQ(out.text, ":password: \"pa\\\"ss\\\\word \\#{x} \\u00E9 \\u{1F600}\\x01\"\n");
+}
+
+TEST(erb, ruby_dump_matches_ruby) {
+  EXPECT_EQ(ruby_dump(""), "\"\"");
+  EXPECT_EQ(ruby_dump("plain ~!"), "\"plain ~!\"");
+  EXPECT_EQ(ruby_dump("a\"b\\c"), "\"a\\\"b\\\\c\"");
+  EXPECT_EQ(ruby_dump("\n\r\t\f\v\b\a\x1b"), "\"\\n\\r\\t\\f\\v\\b\\a\\e\"");
+  // "#" only before what would interpolate.
+  EXPECT_EQ(ruby_dump("#{a} #$b #@c #d"), "\"\\#{a} \\#$b \\#@c #d\"");
+  EXPECT_EQ(ruby_dump(std::string("\0\x7f", 2)), "\"\\x00\\x7F\"");
+  EXPECT_EQ(ruby_dump("\xc3\xa9"), "\"\\u00E9\"");
+  EXPECT_EQ(ruby_dump("\xe2\x82\xac"), "\"\\u20AC\"");
+  EXPECT_EQ(ruby_dump("\xf0\x9f\x98\x80"), "\"\\u{1F600}\"");
+  // Bytes of an invalid sequence one by one.
+  EXPECT_EQ(ruby_dump("\xc3("), "\"\\xC3(\"");
+  EXPECT_EQ(ruby_dump("\xff"), "\"\\xFF\"");
+}
+
+TEST(erb, ruby_slice_matches_ruby) {
+  EXPECT_EQ(ruby_slice("\"abc\"", 1, -2, false), "abc");
+  EXPECT_EQ(ruby_slice("abc", 0, 0, false), "a");
+  EXPECT_EQ(ruby_slice("abc", 0, 0, true), "");
+  EXPECT_EQ(ruby_slice("abc", 1, 10, false), "bc");
+  EXPECT_EQ(ruby_slice("abc", 3, 5, false), "");            // at the end: ""
+  EXPECT_EQ(ruby_slice("abc", 4, 5, false), std::nullopt);  // beyond: nil
+  EXPECT_EQ(ruby_slice("abc", -4, 1, false), std::nullopt);
+  EXPECT_EQ(ruby_slice("\"\"", 1, -2, false), "");
+  EXPECT_EQ(ruby_slice("x\xc3\xa9y", 1, 1, false), "\xc3\xa9");  // by character
+}
+
+TEST(erb, malformed_range_index_is_unsupported) {
+  for (const char* expr :
+       {"ENV['X'][1]", "ENV['X'][a..b]", "ENV['X'][1..", "ENV['X'][1..2", "ENV['X'][1234567..2]"}) {
+    auto out = render(std::string("a: <%= ") + expr + " %>\n", env_of({{"X", "v"}}));
+    EXPECT_EQ(out.errors.size(), 1u) << expr;
+  }
+}
+
 TEST(erb, file_read_relative_to_base_dir) {
   temp_file f("value\n");
   auto out = render("a: <%= File.read('" + f.name() + "').chomp %>\n", env_of({}), f.dir());
@@ -118,7 +163,7 @@ TEST(erb, unsupported_expression_points_to_the_rendering_docs) {
   EXPECT_EQ(
       out.errors[0].message.rfind("unsupported ERB expression `Gitlab::MailRoom.enabled_configs`: "
                                   "mailroom evaluates only ENV[...], ENV.fetch(...) and "
-                                  "File.read(...) with .strip/.chomp/.to_json",
+                                  "File.read(...) with .strip/.chomp/.to_json/.dump",
                                   0),
       0u)
       << out.errors[0].message;
