@@ -53,7 +53,8 @@ trap 'exit 130' INT TERM
 
 if [ "$DEPS" = 1 ]; then
   step "Installing dependencies (apt, Debian 12)"
-  MAILROOM_INTEROP=0 scripts/install-deps.sh  # the demo needs no Cyrus/Courier
+  # The demo needs no Cyrus/Courier and no packaging tools.
+  MAILROOM_INTEROP=0 MAILROOM_DEPLOY_TOOLS=0 scripts/install-deps.sh
 fi
 
 if [ "$BUILD" = 1 ]; then

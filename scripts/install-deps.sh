@@ -20,11 +20,21 @@ server_pkgs=(
   redis-server redis-sentinel redis-tools
   postgresql-15 postgresql-client-15
   ruby ruby-sidekiq
-  python3 python3-pytest python3-redis
+  python3 python3-pytest python3-redis python3-yaml
+  prometheus
 )
+# Packaging and deployment checks: the Debian package (dpkg-deb, lintian,
+# systemd-analyze, a debootstrapped Debian 12 root to install it into) and
+# the container image (podman with runc: crun cannot set its rlimits here).
+# MAILROOM_DEPLOY_TOOLS=0 skips them (the demo needs none).
+deploy_pkgs=(
+  dpkg-dev lintian help2man debootstrap systemd
+  podman runc
+)
+[ "${MAILROOM_DEPLOY_TOOLS:-1}" = 0 ] && deploy_pkgs=()
 
 missing=()
-for p in "${build_pkgs[@]}" "${server_pkgs[@]}"; do
+for p in "${build_pkgs[@]}" "${server_pkgs[@]}" "${deploy_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 SUDO=""
