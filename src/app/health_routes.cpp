@@ -1,5 +1,7 @@
 #include "app/health_routes.hpp"
 
+#include "common/unix_time.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -16,9 +18,6 @@ namespace {
 using std::chrono::duration_cast;
 using std::chrono::seconds;
 
-std::int64_t unix_now() {
-  return duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 // Taken when the program starts (static initialisation).
 const double process_start =
     std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -139,7 +138,7 @@ const metric_def metrics[] = {
      [](const mailbox::watcher& w) {
        const auto& u = w.health().unseen;
        if (u.messages == 0 || u.oldest_arrival <= 0) return 0.0;
-       return double(std::max<std::int64_t>(0, unix_now() - u.oldest_arrival));
+       return double(std::max<std::int64_t>(0, unix_seconds() - u.oldest_arrival));
      }},
     {"mailroom_mailbox_last_pass_timestamp_seconds", "gauge",
      "When the last pass over the folder ended (Unix time); 0 before the first.",

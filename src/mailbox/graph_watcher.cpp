@@ -4,6 +4,7 @@
 #include "mailbox/set_aside.hpp"
 
 #include "common/allocator.hpp"
+#include "common/unix_time.hpp"
 #include "delivery/job.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -39,12 +40,13 @@ class graph_watcher::graph_inbox final : public inbox {
   // What is still unread in the folder after the pass, of what was listed:
   // not flagged read (or deleted), not moved aside, not gone meanwhile.
   unseen_count unseen_after(const std::vector<std::uint32_t>& flagged) const {
+    unseen_count u;
+    u.counted_at = unix_seconds();
     std::vector<bool> left(listed_.size(), true);
     for (const auto k : flagged)
       if (k >= 1 && k <= left.size()) left[k - 1] = false;
     for (const auto k : gone_)
       if (k >= 1 && k <= left.size()) left[k - 1] = false;
-    unseen_count u;
     for (std::size_t i = 0; i < left.size(); ++i) {
       if (!left[i]) continue;
       ++u.messages;
@@ -374,9 +376,6 @@ asio::awaitable<void> graph_watcher::run(std::function<void(const fatal_error&)>
       pass = co_await runner_.run(in, std::move(keys), settings);
       // A listing cut at max_listed counts no further than that.
       health_.unseen = in.unseen_after(pass.flagged);
-      health_.unseen.counted_at = std::chrono::duration_cast<std::chrono::seconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count();
       if (pass.bytes_fetched >= allocator::release_after_bytes) allocator::release_free_memory();
       retry_.pass_ended(std::chrono::steady_clock::now(), pass.delivery_failed, pass.delivered > 0,
                         std::chrono::seconds(mb_.idle_timeout));

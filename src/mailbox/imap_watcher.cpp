@@ -1,6 +1,7 @@
 #include "mailbox/imap_watcher.hpp"
 
 #include "common/allocator.hpp"
+#include "common/unix_time.hpp"
 #include "delivery/errc.hpp"
 #include "delivery/job.hpp"
 #include "mailbox/set_aside.hpp"
@@ -340,9 +341,7 @@ asio::awaitable<error_code> imap_watcher::count_unseen(imap::client& c) {
     if (!meta) co_return meta.error();
     if (!meta->empty()) u.oldest_arrival = meta->front().internal_date;
   }
-  u.counted_at = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count();
+  u.counted_at = unix_seconds();
   health_.unseen = u;
   co_return error_code{};
 }

@@ -3,6 +3,7 @@
 // and every metric's name, type and labels are pinned in metrics.golden, so
 // that a dashboard or an alert rule never loses its series unnoticed.
 #include "app/health_routes.hpp"
+#include "common/unix_time.hpp"
 
 #include <gtest/gtest.h>
 
@@ -38,12 +39,6 @@ config::mailbox mailbox_config(const std::string& email) {
   mb.host = "127.0.0.1";
   mb.port = 993;
   return mb;
-}
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // name -> "type label,label" (histogram series folded into their family,
@@ -188,7 +183,7 @@ TEST(Metrics, UnseenCountAgeAndOwnership) {
   const auto mb = mailbox_config("u@example.com");
   auto w = std::make_unique<fake_watcher>(mb);
   auto* fw = w.get();
-  fw->health_state().unseen = {7, unix_now() - 3600, unix_now()};
+  fw->health_state().unseen = {7, unix_seconds() - 3600, unix_seconds()};
   fw->health_state().certificate_expiry = 1893456000;  // 2030-01-01
   fw->tokens_ = {3, 1};
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
@@ -223,7 +218,7 @@ TEST(Metrics, UnseenCountAgeAndOwnership) {
 TEST(Metrics, NoUnseenMeansAgeZero) {
   const auto mb = mailbox_config("z@example.com");
   auto w = std::make_unique<fake_watcher>(mb);
-  w->health_state().unseen = {0, unix_now() - 50, unix_now()};
+  w->health_state().unseen = {0, unix_seconds() - 50, unix_seconds()};
   std::vector<std::unique_ptr<mailbox::watcher>> watchers;
   watchers.push_back(std::move(w));
   const std::string page = render_metrics(watchers);

@@ -1017,12 +1017,13 @@ TEST(load, erb_errors_stop_before_yaml) {
   auto r = load("mailboxes: <%= ENV.fetch('NOPE') %>\n<%= Rails.env %>\n");
   ASSERT_EQ(r.diagnostics.size(), 2u) << test::dump(r);
   EXPECT_DIAG(r, "config.yml:1: ENV.fetch(\"NOPE\"): environment variable NOPE is not set");
-  EXPECT_DIAG(r,
-              "config.yml:2: unsupported ERB expression `Rails.env`: mailroom evaluates only "
-              "ENV[...], ENV.fetch(...) and File.read(...) with .strip/.chomp/.to_json/.dump and "
-              "[a..b], optionally inside ERB::Util.url_encode(...); render a template that needs Ruby "
-              "(GitLab Omnibus's config/mail_room.yml) to plain "
-              "YAML first, see README, 'Rendering GitLab's ERB config'");
+  EXPECT_DIAG(
+      r,
+      "config.yml:2: unsupported ERB expression `Rails.env`: mailroom evaluates only "
+      "ENV[...], ENV.fetch(...) and File.read(...) with .strip/.chomp/.to_json/.dump and "
+      "[a..b], optionally inside ERB::Util.url_encode(...); render a template that needs Ruby "
+      "(GitLab Omnibus's config/mail_room.yml) to plain "
+      "YAML first, see README, 'Rendering GitLab's ERB config'");
 }
 
 TEST(load, erb_values_are_never_echoed) {
